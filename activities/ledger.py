@@ -1,0 +1,554 @@
+"""The ledger activities: every read and write of money a case makes.
+
+``LedgerActivities`` owns the asyncpg pool for the worker's lifetime (the
+pattern of the money-transfer sample's ``BankingActivities``). Each write is one
+transaction keyed by the case id and stage, or by the deposit id, so a retry
+after a crash finds its own rows and returns the first result without writing
+twice. Accounts are locked (``FOR NO KEY UPDATE``) for the length of each write,
+which serialises deposits, stages and settlements on the same account.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
+
+import asyncpg
+from temporalio import activity
+
+from activities import planner, risk
+from activities.exceptions import (
+    CurrencyMismatch,
+    IdempotencyConflict,
+    InvalidAmount,
+    LedgerError,
+    PositionsStillOpen,
+    UnknownAccount,
+    UnknownCase,
+    non_retryable,
+)
+from workflows.models import (
+    BankruptcyRequest,
+    BankruptcySettlement,
+    Breach,
+    BreachScan,
+    CaseClosing,
+    CaseOpening,
+    DepositBooking,
+    DepositCredit,
+    Fill,
+    LiquidationPlan,
+    MarginSnapshot,
+    PlanRequest,
+    Portfolio,
+    StageRequest,
+    StageResult,
+)
+from workflows.money import AmountError, currency_decimals
+
+ZERO = Decimal(0)
+
+
+def collateral_account(account_id: str, asset: str) -> str:
+    return f"collateral:{account_id}:{asset}"
+
+
+def system_account(kind: str, asset: str) -> str:
+    """The insurance fund, the market, the outside world, uncovered loss: one per asset."""
+    return f"{kind}:{asset}"
+
+
+async def ensure_system_accounts(conn: asyncpg.Connection, asset: str) -> None:
+    await conn.executemany(
+        "INSERT INTO ledger_accounts (ledger_account, kind, asset) VALUES ($1, $2, $3)"
+        " ON CONFLICT DO NOTHING",
+        [
+            (system_account(kind, asset), kind, asset)
+            for kind in ("insurance_fund", "market", "external", "uncovered_loss")
+        ],
+    )
+
+
+async def ensure_collateral_account(conn: asyncpg.Connection, account_id: str, asset: str) -> str:
+    name = collateral_account(account_id, asset)
+    await conn.execute(
+        "INSERT INTO ledger_accounts (ledger_account, kind, asset, account_id)"
+        " VALUES ($1, 'collateral', $2, $3) ON CONFLICT DO NOTHING",
+        name,
+        asset,
+        account_id,
+    )
+    return name
+
+
+async def post_transfer(
+    conn: asyncpg.Connection,
+    transfer_id: str,
+    debit: str,
+    credit: str,
+    asset: str,
+    amount: Decimal,
+    kind: str,
+    case_id: str | None = None,
+    reference: str | None = None,
+) -> bool:
+    """Post one double-entry transfer; True if new, False if this exact one was posted before."""
+    if not (amount.is_finite() and amount > 0):
+        raise InvalidAmount(f"transfer {transfer_id}: amount must be positive and finite, got {amount}")
+    outcome = await conn.fetchval(
+        "SELECT post_transfer($1, $2, $3, $4, $5, $6, $7, $8)",
+        transfer_id,
+        debit,
+        credit,
+        asset,
+        amount,
+        kind,
+        case_id,
+        reference,
+    )
+    if outcome == "conflict":
+        raise IdempotencyConflict(f"transfer {transfer_id} was posted before with a different body")
+    return bool(outcome == "posted")
+
+
+_SNAPSHOT_SQL = """
+SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
+  coalesce((
+    SELECT json_agg(json_build_object(
+             'asset', la.asset, 'amount', la.balance::text,
+             'price', s.price::text, 'haircut', s.haircut::text) ORDER BY la.asset)
+      FROM ledger_accounts la JOIN assets s ON s.asset = la.asset
+     WHERE la.kind = 'collateral' AND la.account_id = a.account_id), '[]')::text AS collateral,
+  coalesce((
+    SELECT json_agg(json_build_object(
+             'instrument', p.instrument, 'quantity', p.quantity::text,
+             'entry_price', p.entry_price::text, 'mark_price', m.price::text,
+             'tiers', (SELECT json_agg(json_build_object(
+                                'notional_floor', t.notional_floor::text,
+                                'maintenance_rate', t.maintenance_rate::text,
+                                'initial_rate', t.initial_rate::text) ORDER BY t.notional_floor)
+                         FROM instrument_tiers t WHERE t.instrument = p.instrument))
+           ORDER BY p.instrument)
+      FROM positions p JOIN mark_prices m ON m.instrument = p.instrument
+     WHERE p.account_id = a.account_id AND p.quantity <> 0), '[]')::text AS positions
+  FROM accounts a
+ WHERE a.account_id = $1
+"""
+
+
+async def read_snapshot(conn: asyncpg.Connection, account_id: str) -> MarginSnapshot:
+    """The account at current marks, in one round trip."""
+    row = await conn.fetchrow(_SNAPSHOT_SQL, account_id)
+    if row is None:
+        raise UnknownAccount(f"account_id: no account {account_id!r}")
+    portfolio = Portfolio.model_validate(
+        {"collateral": json.loads(row["collateral"]), "positions": json.loads(row["positions"])}
+    )
+    as_of: datetime = row["as_of"]
+    return MarginSnapshot(
+        account_id=row["account_id"],
+        currency=row["settlement_currency"],
+        status=row["status"],
+        portfolio=portfolio,
+        figures=risk.assess(portfolio),
+        as_of=as_of,
+    )
+
+
+# One statement over all accounts: tier bands joined by notional range, collateral
+# and positions aggregated per account, filtered to equity below maintenance.
+_SCAN_SQL = """
+WITH exposure AS (
+    SELECT p.account_id,
+           sum(p.quantity * (m.price - p.entry_price)) AS upnl,
+           sum(abs(p.quantity) * m.price * b.maintenance_rate - b.maintenance_cum) AS mm
+      FROM positions p
+      JOIN mark_prices m ON m.instrument = p.instrument
+      JOIN instrument_tier_bands b
+        ON b.instrument = p.instrument
+       AND abs(p.quantity) * m.price >= b.notional_floor
+       AND (b.next_floor IS NULL OR abs(p.quantity) * m.price < b.next_floor)
+     WHERE p.quantity <> 0
+     GROUP BY p.account_id
+), collateral AS (
+    SELECT la.account_id,
+           sum(CASE WHEN la.balance > 0 THEN la.balance * s.price * (1 - s.haircut)
+                    ELSE la.balance * s.price END) AS value
+      FROM ledger_accounts la JOIN assets s ON s.asset = la.asset
+     WHERE la.kind = 'collateral'
+     GROUP BY la.account_id
+)
+SELECT e.account_id, a.settlement_currency AS currency,
+       coalesce(c.value, 0) + e.upnl AS equity, e.mm AS maintenance_margin,
+       e.mm - (coalesce(c.value, 0) + e.upnl) AS shortfall
+  FROM exposure e
+  JOIN accounts a ON a.account_id = e.account_id
+  LEFT JOIN collateral c ON c.account_id = e.account_id
+ WHERE coalesce(c.value, 0) + e.upnl < e.mm
+ ORDER BY shortfall DESC, e.account_id
+ LIMIT $1
+"""
+
+
+def _quantize(amount: Decimal, currency: str, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+    return amount.quantize(Decimal(1).scaleb(-currency_decimals(currency)), rounding=rounding)
+
+
+class LedgerActivities:
+    """Ledger reads and writes for the case workflow; owns the asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def snapshot(self, account_id: str) -> MarginSnapshot:
+        async with self.pool.acquire() as conn:
+            return await read_snapshot(conn, account_id)
+
+    @activity.defn(name="load_margin_snapshot")
+    @non_retryable
+    async def load_margin_snapshot(self, account_id: str) -> MarginSnapshot:
+        """Re-read the account: the ledger, not the message, decides whether a case is cured."""
+        return await self.snapshot(account_id)
+
+    @activity.defn(name="open_case")
+    @non_retryable
+    async def open_case(self, opening: CaseOpening) -> MarginSnapshot:
+        """Record the case (once) and return the account's snapshot, in one transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            snapshot = await read_snapshot(conn, opening.account_id)
+            await conn.execute(
+                "INSERT INTO margin_call_cases (case_id, account_id, call_id, state, opened_at)"
+                " VALUES ($1, $2, $3, 'OPEN', $4) ON CONFLICT (case_id) DO NOTHING",
+                opening.case_id,
+                opening.account_id,
+                opening.call_id,
+                opening.opened_at,
+            )
+            return snapshot
+
+    @activity.defn(name="plan_liquidation_stage")
+    async def plan_liquidation_stage(self, request: PlanRequest) -> LiquidationPlan:
+        """Pure: decide the next stage from a snapshot (run as a local activity)."""
+        return planner.plan_stage(request.snapshot, request.policy)
+
+    @activity.defn(name="execute_liquidation_stage")
+    @non_retryable
+    async def execute_liquidation_stage(self, request: StageRequest) -> StageResult:
+        """Sell what the plan says at mark less slippage, book PnL and fee; once per (case, stage)."""
+        plan = request.plan
+        async with self.pool.acquire() as conn, conn.transaction():
+            account = await self._lock_case_account(conn, request.case_id, plan.account_id)
+            currency = account["settlement_currency"]
+            done = await conn.fetchrow(
+                "SELECT plan::text, result::text FROM liquidation_stages WHERE case_id = $1 AND stage = $2",
+                request.case_id,
+                request.stage,
+            )
+            if done is not None:
+                if LiquidationPlan.model_validate_json(done["plan"]) != plan:
+                    raise IdempotencyConflict(
+                        f"stage {request.stage} of case {request.case_id} ran before with another plan"
+                    )
+                return StageResult.model_validate_json(done["result"])
+
+            collateral = await ensure_collateral_account(conn, plan.account_id, currency)
+            await ensure_system_accounts(conn, currency)
+            prefix = f"liquidation:{request.case_id}:{request.stage}"
+            fills: list[Fill] = []
+            for order in plan.orders:
+                position = await conn.fetchrow(
+                    "SELECT p.quantity, p.entry_price, m.price AS mark"
+                    "  FROM positions p JOIN mark_prices m ON m.instrument = p.instrument"
+                    " WHERE p.account_id = $1 AND p.instrument = $2 FOR UPDATE OF p",
+                    plan.account_id,
+                    order.instrument,
+                )
+                if position is None:
+                    continue
+                held: Decimal = position["quantity"]
+                sign = 1 if held > 0 else -1
+                # Only ever reduce: a plan for a side the account no longer holds sells nothing.
+                if held == 0 or (order.side == "sell") != (held > 0):
+                    continue
+                quantity = min(order.quantity, abs(held))
+                mark: Decimal = position["mark"]
+                fill_price = mark * (1 - sign * plan.slippage)
+                pnl = _quantize(quantity * sign * (fill_price - position["entry_price"]), currency)
+                if pnl > 0:
+                    await post_transfer(
+                        conn,
+                        f"{prefix}:{order.instrument}:pnl",
+                        system_account("market", currency),
+                        collateral,
+                        currency,
+                        pnl,
+                        "realised_pnl",
+                        request.case_id,
+                        order.instrument,
+                    )
+                elif pnl < 0:
+                    await post_transfer(
+                        conn,
+                        f"{prefix}:{order.instrument}:pnl",
+                        collateral,
+                        system_account("market", currency),
+                        currency,
+                        -pnl,
+                        "realised_pnl",
+                        request.case_id,
+                        order.instrument,
+                    )
+                await conn.execute(
+                    "UPDATE positions SET quantity = quantity - $3 WHERE account_id = $1 AND instrument = $2",
+                    plan.account_id,
+                    order.instrument,
+                    sign * quantity,
+                )
+                fills.append(
+                    Fill(
+                        instrument=order.instrument,
+                        side=order.side,
+                        quantity=quantity,
+                        mark_price=mark,
+                        fill_price=fill_price,
+                        notional=quantity * fill_price,
+                        realised_pnl=pnl,
+                    )
+                )
+            sold = sum((f.notional for f in fills), ZERO)
+            after_sale = await read_snapshot(conn, plan.account_id)
+            # The fee is what the rate asks, capped at what the trader has left.
+            leftover = max(ZERO, after_sale.figures.equity)
+            fee = _quantize(min(sold * plan.fee_rate, leftover), currency, ROUND_DOWN)
+            if fee > 0:
+                await post_transfer(
+                    conn,
+                    f"{prefix}:fee",
+                    collateral,
+                    system_account("insurance_fund", currency),
+                    currency,
+                    fee,
+                    "liquidation_fee",
+                    request.case_id,
+                    f"stage {request.stage}",
+                )
+            result = StageResult(
+                case_id=request.case_id,
+                stage=request.stage,
+                fills=fills,
+                sold_notional=sold,
+                fee=fee,
+                snapshot_after=await read_snapshot(conn, plan.account_id),
+            )
+            await conn.execute(
+                "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result)"
+                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)",
+                request.case_id,
+                request.stage,
+                plan.account_id,
+                plan.model_dump_json(),
+                result.model_dump_json(),
+            )
+            await conn.executemany(
+                "INSERT INTO liquidation_fills (case_id, stage, instrument, account_id, side, quantity,"
+                " mark_price, fill_price, notional, realised_pnl, fee)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                [
+                    (
+                        request.case_id,
+                        request.stage,
+                        f.instrument,
+                        plan.account_id,
+                        f.side,
+                        f.quantity,
+                        f.mark_price,
+                        f.fill_price,
+                        f.notional,
+                        f.realised_pnl,
+                        fee * f.notional / sold if sold else ZERO,
+                    )
+                    for f in fills
+                ],
+            )
+            return result
+
+    @activity.defn(name="settle_bankruptcy")
+    @non_retryable
+    async def settle_bankruptcy(self, request: BankruptcyRequest) -> BankruptcySettlement:
+        """Cover negative equity from the insurance fund; record the rest for auto-deleveraging."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            case = await conn.fetchrow(
+                "SELECT account_id FROM margin_call_cases WHERE case_id = $1", request.case_id
+            )
+            if case is None:
+                raise UnknownCase(f"case_id: no case {request.case_id!r}")
+            account = await self._lock_case_account(conn, request.case_id, case["account_id"])
+            currency = account["settlement_currency"]
+            done = await conn.fetchrow(
+                "SELECT * FROM bankruptcy_settlements WHERE case_id = $1", request.case_id
+            )
+            if done is None:
+                snapshot = await read_snapshot(conn, case["account_id"])
+                if snapshot.portfolio.positions:
+                    raise PositionsStillOpen(
+                        f"case {request.case_id}: close out every position before settling bankruptcy"
+                    )
+                deficit = _quantize(max(ZERO, -snapshot.figures.equity), currency, ROUND_UP)
+                await ensure_system_accounts(conn, currency)
+                collateral = await ensure_collateral_account(conn, case["account_id"], currency)
+                fund_name = system_account("insurance_fund", currency)
+                fund: Decimal = await conn.fetchval(
+                    "SELECT balance FROM ledger_accounts WHERE ledger_account = $1 FOR UPDATE", fund_name
+                )
+                covered = min(deficit, max(ZERO, fund))
+                uncovered = deficit - covered
+                if covered > 0:
+                    await post_transfer(
+                        conn,
+                        f"bankruptcy:{request.case_id}:insurance_fund",
+                        fund_name,
+                        collateral,
+                        currency,
+                        covered,
+                        "insurance_fund_cover",
+                        request.case_id,
+                    )
+                if uncovered > 0:
+                    await post_transfer(
+                        conn,
+                        f"bankruptcy:{request.case_id}:uncovered",
+                        system_account("uncovered_loss", currency),
+                        collateral,
+                        currency,
+                        uncovered,
+                        "uncovered_loss",
+                        request.case_id,
+                    )
+                done = await conn.fetchrow(
+                    "INSERT INTO bankruptcy_settlements (case_id, account_id, deficit, covered_by_fund,"
+                    " uncovered_loss) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                    request.case_id,
+                    case["account_id"],
+                    deficit,
+                    covered,
+                    uncovered,
+                )
+            return BankruptcySettlement(
+                case_id=request.case_id,
+                account_id=done["account_id"],
+                deficit=done["deficit"],
+                covered_by_insurance_fund=done["covered_by_fund"],
+                uncovered_loss=done["uncovered_loss"],
+            )
+
+    @activity.defn(name="record_deposit")
+    @non_retryable
+    async def record_deposit(self, deposit: DepositCredit) -> DepositBooking:
+        """Credit a deposit to the trader's collateral; the same id twice counts once."""
+        return await credit_deposit(self.pool, deposit)
+
+    @activity.defn(name="scan_breaches")
+    async def scan_breaches(self, scan: BreachScan) -> list[Breach]:
+        """Accounts with equity below maintenance, worst shortfall first, in one statement."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_SCAN_SQL, scan.limit)
+        return [Breach.model_validate(dict(r)) for r in rows]
+
+    @activity.defn(name="close_case")
+    async def close_case(self, closing: CaseClosing) -> None:
+        """Write the case's outcome to its record; rewriting the same outcome is harmless."""
+        status = closing.status
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE margin_call_cases SET state = $2, closed_at = $3, outcome = $4::jsonb,"
+                " updated_at = now() WHERE case_id = $1",
+                status.case_id,
+                status.state.value,
+                status.closed_at,
+                status.model_dump_json(),
+            )
+
+    @staticmethod
+    async def _lock_case_account(conn: asyncpg.Connection, case_id: str, account_id: str) -> asyncpg.Record:
+        case = await conn.fetchrow("SELECT account_id FROM margin_call_cases WHERE case_id = $1", case_id)
+        if case is None:
+            raise UnknownCase(f"case_id: no case {case_id!r}")
+        if case["account_id"] != account_id:
+            raise LedgerError(f"case {case_id} belongs to {case['account_id']}, not {account_id}")
+        account = await conn.fetchrow(
+            "SELECT settlement_currency FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE", account_id
+        )
+        if account is None:
+            raise UnknownAccount(f"account_id: no account {account_id!r}")
+        return account
+
+
+async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositBooking:
+    """Book a deposit (external -> trader collateral), idempotent by deposit id.
+
+    Shared by the activity and the client API's deposit handler helper, which
+    credits the ledger before it reports the deposit to the case.
+    """
+    try:
+        currency_decimals(deposit.currency)
+    except AmountError as error:
+        raise InvalidAmount(str(error)) from None
+    async with pool.acquire() as conn, conn.transaction():
+        account = await conn.fetchrow(
+            "SELECT settlement_currency FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE",
+            deposit.account_id,
+        )
+        if account is None:
+            raise UnknownAccount(f"account_id: no account {deposit.account_id!r}")
+        if account["settlement_currency"] != deposit.currency:
+            raise CurrencyMismatch(
+                f"currency: account {deposit.account_id} settles in {account['settlement_currency']},"
+                f" not {deposit.currency}"
+            )
+        seen = await conn.fetchrow(
+            "SELECT account_id, asset, amount FROM deposits WHERE deposit_id = $1", deposit.deposit_id
+        )
+        if seen is None:
+            await ensure_system_accounts(conn, deposit.currency)
+            collateral = await ensure_collateral_account(conn, deposit.account_id, deposit.currency)
+            transfer_id = f"deposit:{deposit.deposit_id}"
+            await post_transfer(
+                conn,
+                transfer_id,
+                system_account("external", deposit.currency),
+                collateral,
+                deposit.currency,
+                deposit.amount,
+                "deposit",
+                None,
+                deposit.deposit_id,
+            )
+            await conn.execute(
+                "INSERT INTO deposits (deposit_id, account_id, asset, amount, transfer_id)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                deposit.deposit_id,
+                deposit.account_id,
+                deposit.currency,
+                deposit.amount,
+                transfer_id,
+            )
+            already = False
+        elif (seen["account_id"], seen["asset"], seen["amount"]) == (
+            deposit.account_id,
+            deposit.currency,
+            deposit.amount,
+        ):
+            already = True
+        else:
+            raise IdempotencyConflict(
+                f"deposit_id: {deposit.deposit_id!r} was credited before as {seen['amount']} {seen['asset']}"
+                f" to {seen['account_id']}"
+            )
+    return DepositBooking(
+        deposit_id=deposit.deposit_id,
+        account_id=deposit.account_id,
+        amount=deposit.amount,
+        currency=deposit.currency,
+        already_credited=already,
+    )
