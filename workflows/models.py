@@ -150,8 +150,10 @@ class LiquidationPolicy(Contract):
     fraction_per_stage: DecimalStr = Decimal("0.25")
     target: Literal["maintenance_buffer", "initial_margin"] = "maintenance_buffer"
     maintenance_buffer: DecimalStr = Decimal("1.25")
-    fee_rate: DecimalStr = Decimal("0.005")
-    slippage: DecimalStr = Decimal("0.001")
+    # A fee below the first tier's maintenance rate, so that a partial sale frees
+    # more margin than it costs (otherwise liquidation could never restore).
+    fee_rate: DecimalStr = Decimal("0.002")
+    slippage: DecimalStr = Decimal("0.0005")
     quantity_step: DecimalStr = Decimal("0.00000001")
 
     @model_validator(mode="after")
@@ -350,6 +352,25 @@ class DeadlineExtension(StaffAction):
     new_deadline: datetime
 
 
+class RiskEscalation(Contract):
+    """The risk monitor's word that an open case's account moved past the hard threshold."""
+
+    equity: DecimalStr
+    maintenance_margin: DecimalStr
+
+
+class CaseEvent(Contract):
+    """An audit row for the case record: who did what, and why."""
+
+    case_id: Identifier
+    event_id: str
+    kind: str
+    operator: str | None = None
+    reason: str | None = None
+    detail: str
+    at: datetime
+
+
 class StageRecord(Contract):
     stage: int
     fills: list[Fill]
@@ -406,3 +427,44 @@ class CaseOpening(Contract):
     account_id: Identifier
     call_id: Identifier
     opened_at: datetime
+
+
+# --- notices to the trader ------------------------------------------------------
+
+
+class NoticeKind(StrEnum):
+    OPENED = "margin_call.opened"
+    REMINDER = "margin_call.reminder"
+    LIQUIDATION_STAGE = "margin_call.liquidation_stage"
+    STAFF_ACTION = "margin_call.staff_action"
+    CLOSED = "margin_call.closed"
+
+
+class Notice(Contract):
+    """One webhook to the exchange's notification service; ``notice_id`` is stable across retries."""
+
+    notice_id: str
+    kind: NoticeKind
+    case_id: str
+    account_id: str
+    state: CaseState
+    occurred_at: datetime
+    message: str
+    deadline: datetime | None = None
+    currency: str | None = None
+    equity: DecimalStr | None = None
+    maintenance_margin: DecimalStr | None = None
+    shortfall: DecimalStr | None = None
+    deposit_needed: DecimalStr | None = None
+    stage: int | None = None
+    fills: list[Fill] = []
+    fee: DecimalStr | None = None
+    operator: str | None = None
+    reason: str | None = None
+
+
+class NoticeDelivery(Contract):
+    notice_id: str
+    delivered: bool
+    status_code: int | None
+    detail: str

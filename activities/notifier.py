@@ -1,0 +1,74 @@
+"""Notices to traders: signed webhooks (Standard Webhooks) to the notification service.
+
+``NotifierActivities`` owns one ``httpx.AsyncClient`` for the worker's lifetime.
+Each attempt signs the body with ``webhook-id`` (the notice's stable id, so the
+receiver can dedupe retries), ``webhook-timestamp`` and ``webhook-signature``.
+What a failure means for retrying is decided here; how long to keep trying is
+the workflow's call (the notice's schedule-to-close window), so a dead notifier
+never holds back a deadline or a stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from workflows.models import Notice, NoticeDelivery
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_AFTER = timedelta(minutes=5)
+
+
+def _retry_after(response: httpx.Response) -> timedelta | None:
+    value = response.headers.get("retry-after", "")
+    if value.isdigit():
+        return min(timedelta(seconds=int(value)), MAX_RETRY_AFTER)
+    return None
+
+
+class NotifierActivities:
+    """Posts notices; owns the HTTP client. ``url`` None means notices are logged only."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str | None, secret: str) -> None:
+        self.client = client
+        self.url = url
+        self.webhook = Webhook(secret)
+
+    def signed_headers(self, notice_id: str, body: str, at: datetime) -> dict[str, str]:
+        return {
+            "content-type": "application/json",
+            "webhook-id": notice_id,
+            "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": self.webhook.sign(notice_id, at, body),
+        }
+
+    @activity.defn(name="deliver_notice")
+    async def deliver_notice(self, notice: Notice) -> NoticeDelivery:
+        """One delivery attempt; raising lets Temporal retry with backoff."""
+        if self.url is None:
+            log.info("notice %s (%s) not sent: no notifier configured", notice.notice_id, notice.kind)
+            return NoticeDelivery(
+                notice_id=notice.notice_id, delivered=False, status_code=None, detail="no notifier configured"
+            )
+        body = notice.model_dump_json()
+        headers = self.signed_headers(notice.notice_id, body, datetime.now(UTC))
+        response = await self.client.post(self.url, content=body, headers=headers)
+        status = response.status_code
+        if 200 <= status < 300:
+            return NoticeDelivery(notice_id=notice.notice_id, delivered=True, status_code=status, detail="ok")
+        if status == 429 or status >= 500 or status == 408:
+            raise ApplicationError(
+                f"notifier answered {status}",
+                type="NotifierUnavailable",
+                next_retry_delay=_retry_after(response),
+            )
+        # 410 Gone and other client errors: the receiver will not take this notice, ever.
+        raise ApplicationError(
+            f"notifier refused the notice with {status}", type="NoticeRefused", non_retryable=True
+        )

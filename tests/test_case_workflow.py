@@ -1,0 +1,339 @@
+"""Every path of a case, against a real dev server, PostgreSQL and webhook receiver.
+
+Accounts are long 1 BTCUSDT entered at 49,900 and marked at 49,500 (PnL -400,
+maintenance 198, hard threshold at equity 99), so the collateral decides the
+path: 700 is healthy, 550 is in breach, 450 is past the hard threshold, 100 is
+bankrupt on close-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+
+from activities.ledger import collateral_account, credit_deposit
+from tests.conftest import CaseStack
+from worker.market import Trader, move_market, onboard
+from worker.receiver import Behaviour
+from workflows import contract
+from workflows.client import MarginCallClient
+from workflows.models import (
+    CaseOutcome,
+    CasePolicy,
+    CaseState,
+    CaseStatus,
+    Deposit,
+    DepositBooking,
+    DepositCredit,
+    LiquidationPolicy,
+    RiskEscalation,
+)
+
+D = Decimal
+ENTRY, MARK = D("49900"), D("49500")
+
+
+def fast_policy(**overrides: Any) -> CasePolicy:
+    values: dict[str, Any] = {
+        "deadline": timedelta(seconds=3),
+        "reminders_before_deadline": [],
+        "pause_between_stages": timedelta(seconds=0),
+        "notice_delivery_window": timedelta(seconds=5),
+    }
+    values.update(overrides)
+    return CasePolicy.model_validate(values)
+
+
+class Ledger:
+    """The deposit handler's ledger: the real PostgreSQL crediting path."""
+
+    def __init__(self, stack: CaseStack) -> None:
+        self.stack = stack
+
+    async def credit(self, deposit: DepositCredit) -> DepositBooking:
+        return await credit_deposit(self.stack.pool, deposit)
+
+
+async def account_with(stack: CaseStack, name: str, collateral: str) -> str:
+    account = stack.account(name)
+    await onboard(stack.pool, Trader(account, D(collateral), {"BTCUSDT": (D(1), ENTRY)}))
+    async with stack.pool.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": MARK})
+    return account
+
+
+async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll an async check until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def wait_state(handle: WorkflowHandle[Any, Any], *states: CaseState) -> CaseStatus:
+    async def check() -> CaseStatus | None:
+        status = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
+        return status if status.state in states else None
+
+    result: CaseStatus = await until(check)
+    return result
+
+
+async def finish(handle: WorkflowHandle[Any, CaseOutcome], timeout: float = 40) -> CaseOutcome:
+    return await asyncio.wait_for(handle.result(), timeout)
+
+
+def notice_kinds(stack: CaseStack, account: str) -> list[str]:
+    return sorted(n["kind"] for n in stack.receiver.notices.values() if n["account_id"] == account)
+
+
+async def history_event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
+    return [event.event_type async for event in handle.fetch_history_events()]
+
+
+async def test_cured_before_notice(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "healthy", "700")
+    outcome = await finish(await api.open_case(account, "call-1", fast_policy()))
+    assert outcome.state == CaseState.CURED
+    assert notice_kinds(stack, account) == []
+    async with stack.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT state, closed_at FROM margin_call_cases WHERE account_id = $1", account
+        )
+    assert row["state"] == "CURED" and row["closed_at"] is not None
+
+
+async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "cure", "550")
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
+    status = await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    assert status.deposit_needed == D("48")  # 198 - 150
+
+    small = Deposit(deposit_id=f"{account}-d1", amount=D("10"), currency="USDT")
+    first = await api.report_deposit(Ledger(stack), account, small)
+    assert first.receipt is not None and first.receipt.counted
+    assert first.receipt.state == CaseState.AWAITING_DEPOSIT and first.receipt.shortfall == D("38")
+    again = await api.report_deposit(Ledger(stack), account, small)
+    assert again.booking.already_credited and again.receipt is not None and not again.receipt.counted
+
+    enough = Deposit(deposit_id=f"{account}-d2", amount=D("38"), currency="USDT")
+    cured = await api.report_deposit(Ledger(stack), account, enough)
+    assert cured.receipt is not None and cured.receipt.state == CaseState.CURED
+    outcome = await finish(handle)
+    assert outcome.state == CaseState.CURED
+    assert outcome.status.deposits_counted == [f"{account}-d1", f"{account}-d2"]
+    assert outcome.status.stages == []
+    assert notice_kinds(stack, account) == ["margin_call.closed", "margin_call.opened"]
+    opened = stack.receiver.of_kind("margin_call.opened", outcome.case_id)[0]
+    assert D(opened["deposit_needed"]) == D("48") and opened["deadline"] is not None
+    async with stack.pool.acquire() as conn:
+        balance = await conn.fetchval(
+            "SELECT balance FROM ledger_accounts WHERE ledger_account = $1",
+            collateral_account(account, "USDT"),
+        )
+    assert balance == D("598")  # 550 + 10 once + 38
+
+    # After the case closed, a deposit is still credited; no case is started.
+    late = Deposit(deposit_id=f"{account}-d3", amount=D("5"), currency="USDT")
+    report = await api.report_deposit(Ledger(stack), account, late)
+    assert not report.case_open and not report.booking.already_credited
+
+
+async def test_cured_by_the_market_recovering(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "recover", "550")
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=2)))
+    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    async with stack.pool.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": D("49800")})
+    outcome = await finish(handle)
+    async with stack.pool.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": MARK})
+    assert outcome.state == CaseState.CURED and outcome.status.stages == []
+
+
+async def test_restored_after_partial_stages(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "restore", "550")
+    policy = fast_policy(deadline=timedelta(seconds=1), pause_between_stages=timedelta(milliseconds=200))
+    outcome = await finish(await api.open_case(account, "call-1", policy))
+    assert outcome.state == CaseState.RESTORED
+    stages = outcome.status.stages
+    assert len(stages) >= 2
+    assert all(s.fills[0].quantity < 1 for s in stages)
+    # Each stage but the last left the account in breach; the last brought it back.
+    assert all(s.equity_after < s.maintenance_after for s in stages[:-1])
+    assert stages[-1].equity_after >= stages[-1].maintenance_after
+    assert outcome.status.fees_to_insurance_fund == sum((s.fee for s in stages), D(0)) > 0
+    assert notice_kinds(stack, account).count("margin_call.liquidation_stage") == len(stages)
+    async with stack.pool.acquire() as conn:
+        fills = await conn.fetchval(
+            "SELECT count(*) FROM liquidation_fills WHERE case_id = $1", outcome.case_id
+        )
+    assert fills == len(stages)
+
+
+async def test_closed_out_when_every_position_is_sold(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "closeout", "550")
+    policy = fast_policy(
+        deadline=timedelta(seconds=1),
+        liquidation=LiquidationPolicy(fraction_per_stage=D(1), fee_rate=D("0.005"), slippage=D("0.001")),
+    )
+    outcome = await finish(await api.open_case(account, "call-1", policy))
+    assert outcome.state == CaseState.CLOSED_OUT
+    assert len(outcome.status.stages) == 1
+    assert outcome.status.stages[0].fills[0].quantity == 1
+    # The fee was capped at what was left: the trader ends at zero, not below.
+    assert outcome.status.equity == 0
+
+
+async def test_bankrupt_with_the_insurance_fund(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "bankrupt", "100")
+    async with stack.pool.acquire() as conn:
+        fund_before = await conn.fetchval(
+            "SELECT balance FROM ledger_accounts WHERE ledger_account = 'insurance_fund:USDT'"
+        )
+    outcome = await finish(
+        await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
+    )
+    assert outcome.state == CaseState.BANKRUPT
+    status = outcome.status
+    # 100 collateral - 424.75 realised (1 BTC from 49,900 sold at 49,500 less 0.05 %), no fee left to take
+    assert status.insurance_fund_used == D("324.75")
+    assert status.uncovered_loss == 0 and status.equity == 0
+    async with stack.pool.acquire() as conn:
+        fund_after = await conn.fetchval(
+            "SELECT balance FROM ledger_accounts WHERE ledger_account = 'insurance_fund:USDT'"
+        )
+        settled = await conn.fetchrow(
+            "SELECT * FROM bankruptcy_settlements WHERE case_id = $1", outcome.case_id
+        )
+    assert fund_after == fund_before - status.insurance_fund_used
+    assert settled["covered_by_fund"] == status.insurance_fund_used
+
+
+async def test_hard_threshold_liquidates_before_the_deadline(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "hard", "450")  # equity 50 < 99
+    outcome = await finish(
+        await api.open_case(account, "call-1", fast_policy(deadline=timedelta(minutes=10)))
+    )
+    assert outcome.status.stages, "liquidated"
+    assert outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
+    # So far below maintenance that selling costs more than it frees: it runs to the end.
+    assert outcome.state in (CaseState.CLOSED_OUT, CaseState.BANKRUPT)
+
+
+async def test_risk_escalation_from_the_monitor_starts_liquidation(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "escalate", "550")
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(minutes=10)))
+    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    # The account's own collateral shrinks past the hard line (e.g. a fee settled elsewhere).
+    async with stack.pool.acquire() as conn:
+        from activities.ledger import post_transfer
+
+        await post_transfer(
+            conn,
+            f"{account}-debit",
+            collateral_account(account, "USDT"),
+            "external:USDT",
+            "USDT",
+            D("100"),
+            "withdrawal",
+        )
+    await handle.signal(
+        contract.SIGNAL_RISK_ESCALATED, RiskEscalation(equity=D(50), maintenance_margin=D(198))
+    )
+    outcome = await finish(handle)
+    assert outcome.status.stages and outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
+
+
+async def test_reminders_before_the_deadline(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "remind", "550")
+    policy = fast_policy(
+        deadline=timedelta(seconds=4),
+        reminders_before_deadline=[timedelta(seconds=3), timedelta(seconds=1)],
+    )
+    outcome = await finish(await api.open_case(account, "call-1", policy))
+    reminders = stack.receiver.of_kind("margin_call.reminder", outcome.case_id)
+    assert len(reminders) == 2
+    assert {r["notice_id"] for r in reminders} == {
+        f"{outcome.case_id}:reminder:1",
+        f"{outcome.case_id}:reminder:2",
+    }
+    assert outcome.status.stages  # the deadline passed without a deposit
+
+
+async def test_refused_deposit_leaves_no_trace_in_history(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "refuse", "550")
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
+    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    before = await history_event_types(handle)
+    bad_inputs = [
+        ({"deposit_id": "x1", "amount": "10", "currency": "USDC"}, "currency"),
+        ({"deposit_id": "x2", "amount": "1.1234567", "currency": "USDT"}, "decimal places"),
+        ({"deposit_id": "x3", "amount": "-5", "currency": "USDT"}, "positive"),
+        ({"deposit_id": "x4", "amount": "NaN", "currency": "USDT"}, "finite"),
+        ({"deposit_id": "x5", "amount": 10.5, "currency": "USDT"}, "decimal string"),
+        ({"deposit_id": "x6", "currency": "USDT"}, "amount"),
+    ]
+    for payload, words in bad_inputs:
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(contract.UPDATE_SUBMIT_DEPOSIT, payload)
+        assert words in str(refused.value.cause), (payload, refused.value.cause)
+    after = await history_event_types(handle)
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED not in after
+    assert len(after) == len(before)
+    status = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
+    assert status.deposits_counted == []
+    await handle.terminate("test done")
+
+
+async def test_second_start_joins_the_open_case(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "join", "550")
+    first, second = await asyncio.gather(
+        api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60))),
+        api.open_case(account, "call-2", fast_policy(deadline=timedelta(seconds=60))),
+    )
+    assert first.result_run_id == second.result_run_id
+    status = await wait_state(first, CaseState.AWAITING_DEPOSIT)
+    async with stack.pool.acquire() as conn:
+        cases = await conn.fetchval("SELECT count(*) FROM margin_call_cases WHERE account_id = $1", account)
+    assert cases == 1 and status.call_id in ("call-1", "call-2")
+    await first.terminate("test done")
+
+
+async def test_notifier_down_for_the_whole_case_does_not_delay_liquidation(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    stack.receiver.behaviour = Behaviour(status=503)
+    account = await account_with(stack, "dark", "550")
+    policy = fast_policy(deadline=timedelta(seconds=2), notice_delivery_window=timedelta(seconds=4))
+    outcome = await finish(await api.open_case(account, "call-1", policy))
+    status = outcome.status
+    assert status.stages
+    lateness = status.stages[0].executed_at - status.deadline  # type: ignore[operator]
+    assert lateness < timedelta(seconds=2), lateness
+    assert notice_kinds(stack, account) == []
+    assert status.notices_sent == 0
+    assert f"{outcome.case_id}:opened" in status.notices_failed
+    assert f"{outcome.case_id}:closed" in status.notices_failed

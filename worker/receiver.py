@@ -1,0 +1,77 @@
+"""A small webhook receiver for the embedded stack and the tests.
+
+It verifies each notice's Standard Webhooks signature, keeps what it received
+(deduplicated by ``webhook-id``, as a real receiver must), and can be told to
+misbehave (status codes, delays) so that tests see a real failing server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+
+@dataclass
+class Behaviour:
+    """What the receiver answers: normally 204; tests set failures."""
+
+    status: int = 204
+    delay_seconds: float = 0.0
+    retry_after: int | None = None
+
+
+@dataclass
+class WebhookReceiver:
+    secret: str
+    journal: Path | None = None
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    notices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: int = 0
+    rejected_signatures: int = 0
+
+    def app(self) -> FastAPI:
+        webhook = Webhook(self.secret)
+        app = FastAPI(title="margin call notice receiver")
+
+        @app.post("/webhooks")
+        async def receive(request: Request) -> Response:
+            body = (await request.body()).decode()
+            self.attempts += 1
+            try:
+                notice = webhook.verify(body, dict(request.headers))
+            except WebhookVerificationError:
+                self.rejected_signatures += 1
+                return Response(status_code=401)
+            if self.behaviour.delay_seconds:
+                await asyncio.sleep(self.behaviour.delay_seconds)
+            if self.behaviour.status >= 300:
+                headers = {}
+                if self.behaviour.retry_after is not None:
+                    headers["retry-after"] = str(self.behaviour.retry_after)
+                return Response(status_code=self.behaviour.status, headers=headers)
+            notice_id = request.headers["webhook-id"]
+            if notice_id not in self.notices:
+                self.notices[notice_id] = notice
+                if self.journal is not None:
+                    with self.journal.open("a") as out:
+                        out.write(json.dumps(notice) + "\n")
+            return Response(status_code=204)
+
+        @app.get("/notices")
+        async def listing() -> list[dict[str, Any]]:
+            return list(self.notices.values())
+
+        return app
+
+    def of_kind(self, kind: str, case_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            n
+            for n in self.notices.values()
+            if n["kind"] == kind and (case_id is None or n["case_id"] == case_id)
+        ]

@@ -1,0 +1,100 @@
+"""The worker process: hosts the case workflow and every activity on ``margin-calls``.
+
+It owns the asyncpg pool and the httpx client for its lifetime and stops
+gracefully: on SIGTERM/SIGINT it stops polling, lets running activities finish
+(within a grace period) and closes the pool and the client last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import asyncpg
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities
+from activities.notifier import NotifierActivities
+from workflows import contract
+from workflows.case import MarginCallWorkflow
+
+log = logging.getLogger("margin_call.worker")
+
+NOTIFIER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+def build_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    http: httpx.AsyncClient,
+    notifier_url: str | None,
+    webhook_secret: str,
+    *,
+    max_concurrent_activities: int = 200,
+) -> Worker:
+    ledger = LedgerActivities(pool)
+    notifier = NotifierActivities(http, notifier_url, webhook_secret)
+    return Worker(
+        client,
+        task_queue=contract.TASK_QUEUE,
+        workflows=[MarginCallWorkflow],
+        activities=[
+            ledger.open_case,
+            ledger.load_margin_snapshot,
+            ledger.plan_liquidation_stage,
+            ledger.execute_liquidation_stage,
+            ledger.settle_bankruptcy,
+            ledger.record_deposit,
+            ledger.scan_breaches,
+            ledger.close_case,
+            ledger.record_case_event,
+            notifier.deliver_notice,
+        ],
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=10),
+    )
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client,
+    database_url: str,
+    notifier_url: str | None,
+    webhook_secret: str,
+    *,
+    max_concurrent_activities: int = 200,
+) -> AsyncIterator[Worker]:
+    """A started worker with its own pool and HTTP client, torn down in order."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20, command_timeout=30)
+    assert pool is not None
+    try:
+        async with httpx.AsyncClient(timeout=NOTIFIER_TIMEOUT) as http:
+            worker = build_worker(
+                client,
+                pool,
+                http,
+                notifier_url,
+                webhook_secret,
+                max_concurrent_activities=max_concurrent_activities,
+            )
+            async with worker:
+                log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
+                yield worker
+            log.info("worker stopped")
+    finally:
+        await pool.close()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, for a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

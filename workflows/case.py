@@ -1,0 +1,614 @@
+"""``MarginCallWorkflow``: one margin call case, from breach to an auditable close.
+
+Deterministic orchestration only: activities are called by name (so this module
+never imports asyncpg or httpx), time is ``workflow.now()``, and every decision
+about money is taken on figures the ledger returned. Notices run beside the
+case, never in its way: a dead notifier cannot delay a deadline or a stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from decimal import ROUND_UP, Decimal
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import contract
+    from workflows.models import (
+        CLOSED_STATES,
+        BankruptcyRequest,
+        BankruptcySettlement,
+        CaseClosing,
+        CaseEvent,
+        CaseInput,
+        CaseOpening,
+        CaseOutcome,
+        CaseState,
+        CaseStatus,
+        DeadlineExtension,
+        Deposit,
+        DepositReceipt,
+        LiquidationPlan,
+        MarginSnapshot,
+        Notice,
+        NoticeDelivery,
+        NoticeKind,
+        PlanRequest,
+        StaffAction,
+        StageRecord,
+        StageRequest,
+        StageResult,
+        TimelineEntry,
+    )
+    from workflows.money import AmountError, currency_decimals, money_amount
+    from workflows.validation import Submission, parse
+
+ZERO = Decimal(0)
+T = TypeVar("T")
+AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEPOSIT})
+
+# Ledger work must finish: retry until it does, except for errors the ledger
+# marks non-retryable (unknown account, idempotency conflict, ...).
+LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+LEDGER_TIMEOUT = timedelta(seconds=30)
+NOTICE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=["NoticeRefused"],
+)
+
+
+def _money(value: Decimal) -> str:
+    """Display only: two places and thousands separators (the figures themselves stay exact)."""
+    return f"{value.quantize(Decimal('0.01')):,}"
+
+
+@workflow.defn(name=contract.WORKFLOW_TYPE)
+class MarginCallWorkflow:
+    @workflow.init
+    def __init__(self, case: CaseInput) -> None:
+        self._input = case
+        self._case_id = contract.case_id(case.account_id, case.call_id)
+        self._state = CaseState.OPEN
+        self._opened_at = workflow.now()
+        self._closed_at: datetime | None = None
+        self._deadline: datetime | None = None
+        self._deadline_set_at = self._opened_at
+        self._reminders_sent: set[datetime] = set()
+        self._snapshot: MarginSnapshot | None = None
+        self._snapshot_version = 0
+        self._recheck = False
+        self._escalated = False
+        self._forced: StaffAction | None = None
+        self._waived: StaffAction | None = None
+        self._deposits: list[str] = []
+        self._stages: list[StageRecord] = []
+        self._fees = ZERO
+        self._fund_used = ZERO
+        self._uncovered = ZERO
+        self._notices_sent = 0
+        self._notices_failed: list[str] = []
+        self._notice_tasks: list[asyncio.Task[None]] = []
+        self._events = 0
+        self._timeline: list[TimelineEntry] = []
+
+    # --- the case ---------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, case: CaseInput) -> CaseOutcome:
+        self._publish()
+        opening = CaseOpening(
+            case_id=self._case_id, account_id=case.account_id, call_id=case.call_id, opened_at=self._opened_at
+        )
+        try:
+            snapshot = await self._ledger(
+                "open_case", opening, MarginSnapshot, "Open the case and read the account"
+            )
+        except ActivityError as error:
+            raise ApplicationError(
+                f"cannot open a case for {case.account_id}: {error.cause or error}",
+                type="CaseNotOpened",
+                non_retryable=True,
+            ) from error
+        self._observe(snapshot)
+        self._log(
+            f"opened: equity {self._fmt(snapshot.figures.equity)}, "
+            f"maintenance {self._fmt(snapshot.figures.maintenance_margin)}"
+        )
+        if not snapshot.in_breach:
+            return await self._close(CaseState.CURED, "account above maintenance before notice", notify=False)
+
+        self._deadline = self._opened_at + case.policy.deadline
+        self._deadline_set_at = self._opened_at
+        self._set_state(CaseState.NOTIFIED)
+        self._notify(NoticeKind.OPENED, "opened", self._call_message())
+        self._set_state(CaseState.AWAITING_DEPOSIT)
+
+        trigger = await self._await_deposit_or_deadline()
+        if trigger == "cured":
+            return await self._close(CaseState.CURED, "account back above maintenance")
+        if trigger == "waived":
+            assert self._waived is not None
+            return await self._close(
+                CaseState.WAIVED, f"waived by {self._waived.operator}: {self._waived.reason}"
+            )
+        return await self._liquidate(trigger)
+
+    async def _await_deposit_or_deadline(self) -> str:
+        """Wait for money, time, risk or staff; returns what ended the wait."""
+        policy = self._input.policy
+        while True:
+            if self._recheck:
+                self._recheck = False
+                await self._reread("Re-read the account after a deposit or a market move")
+            if self._snapshot is not None and not self._snapshot.in_breach:
+                return "cured"
+            if self._waived is not None:
+                return "waived"
+            if self._forced is not None:
+                return "forced"
+            if self._escalated or self._past_hard_threshold():
+                return "escalated"
+            assert self._deadline is not None
+            now = workflow.now()
+            if now >= self._deadline:
+                # The ledger decides: a deposit that arrived without a message still counts.
+                await self._reread("Re-read the account at the deadline")
+                if self._snapshot is not None and not self._snapshot.in_breach:
+                    return "cured"
+                return "deadline"
+            due = sorted(
+                self._deadline - before
+                for before in policy.reminders_before_deadline
+                if self._deadline - before > self._deadline_set_at
+                and self._deadline - before not in self._reminders_sent
+            )
+            if due and due[0] <= now:
+                self._reminders_sent.add(due[0])
+                await self._reread("Re-read the account for the reminder")
+                if self._snapshot is not None and self._snapshot.in_breach:
+                    self._notify(
+                        NoticeKind.REMINDER, f"reminder:{len(self._reminders_sent)}", self._call_message()
+                    )
+                continue
+            wake_at = min([self._deadline, *due])
+            label = "deposit deadline" if wake_at == self._deadline else "next reminder"
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    self._needs_attention, timeout=wake_at - now, timeout_summary=label
+                )
+
+    def _needs_attention(self) -> bool:
+        return self._recheck or self._escalated or self._forced is not None or self._waived is not None
+
+    async def _liquidate(self, trigger: str) -> CaseOutcome:
+        policy = self._input.policy
+        self._set_state(CaseState.LIQUIDATING)
+        self._log(f"liquidation starts ({trigger})")
+        if trigger != "deadline":
+            await self._reread("Re-read the account before liquidating")
+        while True:
+            if self._recheck:
+                self._recheck = False
+                await self._reread("Re-read the account after a deposit")
+            snapshot = self._snapshot
+            assert snapshot is not None
+            if not snapshot.portfolio.positions:
+                return await self._close_out(snapshot)
+            if not snapshot.in_breach:
+                # Never liquidate an account the ledger shows above maintenance.
+                state = CaseState.RESTORED if self._stages else CaseState.CURED
+                return await self._close(state, "account back above maintenance")
+            stage = len(self._stages) + 1
+            liquidation = policy.liquidation
+            if stage >= policy.max_stages:
+                liquidation = liquidation.model_copy(update={"fraction_per_stage": Decimal(1)})
+            plan = await workflow.execute_local_activity(
+                "plan_liquidation_stage",
+                PlanRequest(snapshot=snapshot, policy=liquidation),
+                result_type=LiquidationPlan,
+                start_to_close_timeout=timedelta(seconds=10),
+                summary=f"Plan stage {stage}",
+            )
+            result = await self._ledger(
+                "execute_liquidation_stage",
+                StageRequest(case_id=self._case_id, stage=stage, plan=plan),
+                StageResult,
+                f"Liquidation stage {stage}: "
+                + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
+            )
+            self._record_stage(result)
+            after = result.snapshot_after
+            if after.in_breach and after.portfolio.positions and policy.pause_between_stages > timedelta(0):
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._recheck,
+                        timeout=policy.pause_between_stages,
+                        timeout_summary="pause between stages",
+                    )
+
+    async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
+        if snapshot.figures.equity >= 0:
+            return await self._close(CaseState.CLOSED_OUT, "every position closed")
+        settlement = await self._ledger(
+            "settle_bankruptcy",
+            BankruptcyRequest(case_id=self._case_id),
+            BankruptcySettlement,
+            "Cover the negative equity from the insurance fund",
+        )
+        self._fund_used = settlement.covered_by_insurance_fund
+        self._uncovered = settlement.uncovered_loss
+        self._log(
+            f"bankrupt: deficit {self._fmt(settlement.deficit)}, insurance fund covered "
+            f"{self._fmt(settlement.covered_by_insurance_fund)}, uncovered loss "
+            f"{self._fmt(settlement.uncovered_loss)} recorded for auto-deleveraging"
+        )
+        await self._reread("Re-read the account after settlement")
+        return await self._close(CaseState.BANKRUPT, "equity below zero after close-out")
+
+    async def _close(self, state: CaseState, why: str, *, notify: bool = True) -> CaseOutcome:
+        self._closed_at = workflow.now()
+        self._set_state(state)
+        self._log(f"closed {state.value}: {why}")
+        if notify:
+            self._notify(NoticeKind.CLOSED, "closed", f"Margin call closed: {state.value} ({why}).")
+        # Bounded by each notice's delivery window; the case is already closed in search.
+        await asyncio.gather(*self._notice_tasks)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        status = self.status()
+        await self._ledger(
+            "close_case", CaseClosing(status=status), type(None), f"Record the outcome: {state.value}"
+        )
+        return CaseOutcome(
+            case_id=self._case_id, account_id=self._input.account_id, state=state, status=status
+        )
+
+    # --- messages ---------------------------------------------------------------
+    # Handlers take a ``Submission`` and parse it themselves, so that a bad
+    # message is refused with words that name the field (see validation.py).
+
+    @workflow.signal(name=contract.SIGNAL_DEPOSIT)
+    def deposit(self, submission: Submission) -> None:
+        """A deposit handler credited the ledger; count the id once and re-read the account."""
+        try:
+            self._validate_deposit(submission)
+        except ValueError as problem:
+            # A signal has no answer: the refusal goes to the worker's log; nothing else changes.
+            workflow.logger.warning("deposit signal ignored: %s", problem)
+            return
+        self._count_deposit(parse(Deposit, submission))
+
+    @workflow.update(name=contract.UPDATE_SUBMIT_DEPOSIT)
+    async def submit_deposit(self, submission: Submission) -> DepositReceipt:
+        deposit = parse(Deposit, submission)
+        counted = self._count_deposit(deposit)
+        if counted:
+            seen = self._snapshot_version
+            await workflow.wait_condition(
+                lambda: self._snapshot_version > seen or self._state in CLOSED_STATES
+            )
+        snapshot = self._snapshot
+        assert snapshot is not None
+        return DepositReceipt(
+            deposit_id=deposit.deposit_id,
+            counted=counted,
+            state=self._state,
+            equity=snapshot.figures.equity,
+            maintenance_margin=snapshot.figures.maintenance_margin,
+            shortfall=snapshot.figures.shortfall,
+        )
+
+    @submit_deposit.validator
+    def _validate_deposit(self, submission: Submission) -> None:
+        deposit = parse(Deposit, submission)
+        if self._state in CLOSED_STATES:
+            raise ValueError(
+                f"case is closed ({self._state.value}); the deposit stays credited to the account"
+            )
+        problem = self._deposit_problem(deposit)
+        if problem is not None:
+            raise ValueError(problem)
+
+    @workflow.signal(name=contract.SIGNAL_RISK_ESCALATED)
+    def risk_escalated(self, submission: Submission) -> None:
+        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it."""
+        if self._state not in CLOSED_STATES:
+            self._recheck = True
+
+    @workflow.update(name=contract.UPDATE_EXTEND_DEADLINE)
+    async def extend_deadline(self, submission: Submission) -> CaseStatus:
+        extension = parse(DeadlineExtension, submission)
+        old = self._deadline
+        self._deadline = extension.new_deadline
+        self._deadline_set_at = workflow.now()
+        self._publish()
+        await self._staff_event(
+            "extend_deadline", extension, f"deadline moved from {old} to {self._deadline}"
+        )
+        return self.status()
+
+    @extend_deadline.validator
+    def _validate_extension(self, submission: Submission) -> None:
+        extension = parse(DeadlineExtension, submission)
+        if self._state not in AWAITING or self._deadline is None:
+            raise ValueError(f"state: cannot extend the deadline of a case that is {self._state.value}")
+        if extension.new_deadline.tzinfo is None:
+            raise ValueError("new_deadline: must carry a time zone")
+        if extension.new_deadline <= self._deadline:
+            raise ValueError(
+                f"new_deadline: must be later than the current deadline {self._deadline.isoformat()}"
+            )
+        latest = self._opened_at + self._input.policy.deadline + self._input.policy.max_deadline_extension
+        if extension.new_deadline > latest:
+            raise ValueError(f"new_deadline: policy allows at most {latest.isoformat()}")
+
+    @workflow.update(name=contract.UPDATE_WAIVE)
+    async def waive(self, submission: Submission) -> CaseStatus:
+        action = parse(StaffAction, submission)
+        self._waived = action
+        await self._staff_event("waive", action, "case waived without liquidation")
+        await workflow.wait_condition(lambda: self._state in CLOSED_STATES)
+        return self.status()
+
+    @waive.validator
+    def _validate_waive(self, submission: Submission) -> None:
+        parse(StaffAction, submission)
+        if self._state not in AWAITING or self._stages:
+            raise ValueError(f"state: cannot waive a case that is {self._state.value}")
+
+    @workflow.update(name=contract.UPDATE_FORCE_LIQUIDATION)
+    async def force_liquidation(self, submission: Submission) -> CaseStatus:
+        action = parse(StaffAction, submission)
+        self._forced = action
+        await self._staff_event("force_liquidation", action, "liquidation forced")
+        return self.status()
+
+    @force_liquidation.validator
+    def _validate_force(self, submission: Submission) -> None:
+        parse(StaffAction, submission)
+        if self._state not in AWAITING or self._waived is not None:
+            raise ValueError(f"state: cannot force liquidation of a case that is {self._state.value}")
+
+    @workflow.query(name=contract.QUERY_STATUS)
+    def status(self) -> CaseStatus:
+        figures = self._snapshot.figures if self._snapshot else None
+        return CaseStatus(
+            case_id=self._case_id,
+            account_id=self._input.account_id,
+            call_id=self._input.call_id,
+            state=self._state,
+            currency=self._snapshot.currency if self._snapshot else None,
+            opened_at=self._opened_at,
+            deadline=self._deadline,
+            equity=figures.equity if figures else None,
+            maintenance_margin=figures.maintenance_margin if figures else None,
+            shortfall=figures.shortfall if figures else None,
+            deposit_needed=self._deposit_needed(),
+            deposits_counted=list(self._deposits),
+            stages=list(self._stages),
+            fees_to_insurance_fund=self._fees,
+            insurance_fund_used=self._fund_used,
+            uncovered_loss=self._uncovered,
+            notices_sent=self._notices_sent,
+            notices_failed=list(self._notices_failed),
+            timeline=list(self._timeline),
+            closed_at=self._closed_at,
+        )
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _deposit_problem(self, deposit: Deposit) -> str | None:
+        currency = self._snapshot.currency if self._snapshot else None
+        if currency is not None and deposit.currency != currency:
+            return f"currency: this case settles in {currency}, not {deposit.currency}"
+        try:
+            money_amount(deposit.amount, deposit.currency)
+        except AmountError as error:
+            return str(error)
+        return None
+
+    def _count_deposit(self, deposit: Deposit) -> bool:
+        if deposit.deposit_id in self._deposits:
+            return False
+        self._deposits.append(deposit.deposit_id)
+        self._log(f"deposit {deposit.deposit_id} of {deposit.amount} {deposit.currency} reported")
+        self._recheck = True
+        return True
+
+    async def _reread(self, summary: str) -> None:
+        self._observe(
+            await self._ledger("load_margin_snapshot", self._input.account_id, MarginSnapshot, summary)
+        )
+
+    def _observe(self, snapshot: MarginSnapshot) -> None:
+        self._snapshot = snapshot
+        self._snapshot_version += 1
+        if snapshot.in_breach and self._past_hard_threshold():
+            self._escalated = True
+        self._publish()
+
+    def _past_hard_threshold(self) -> bool:
+        if self._snapshot is None:
+            return False
+        figures = self._snapshot.figures
+        return figures.equity < figures.maintenance_margin * self._input.policy.hard_threshold
+
+    def _deposit_needed(self) -> Decimal | None:
+        if self._snapshot is None:
+            return None
+        shortfall = self._snapshot.figures.shortfall
+        places = currency_decimals(self._snapshot.currency)
+        return shortfall.quantize(Decimal(1).scaleb(-places), rounding=ROUND_UP)
+
+    def _record_stage(self, result: StageResult) -> None:
+        after = result.snapshot_after
+        self._stages.append(
+            StageRecord(
+                stage=result.stage,
+                fills=result.fills,
+                sold_notional=result.sold_notional,
+                fee=result.fee,
+                equity_after=after.figures.equity,
+                maintenance_after=after.figures.maintenance_margin,
+                executed_at=workflow.now(),
+            )
+        )
+        self._fees += result.fee
+        sold = ", ".join(
+            f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
+            f"at {self._fmt(f.fill_price)}"
+            for f in result.fills
+        )
+        self._log(
+            f"stage {result.stage} {sold or 'sold nothing'}, fee {self._fmt(result.fee)} to the insurance fund"
+        )
+        self._observe(after)
+        self._notify(
+            NoticeKind.LIQUIDATION_STAGE,
+            f"stage:{result.stage}",
+            f"Liquidation stage {result.stage}: {sold}; fee {self._fmt(result.fee)}.",
+            stage=result,
+        )
+
+    async def _ledger(self, activity: str, arg: object, result_type: type[T], summary: str) -> T:
+        return await workflow.execute_activity(  # type: ignore[no-any-return]
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=LEDGER_TIMEOUT,
+            retry_policy=LEDGER_RETRY,
+            summary=summary,
+        )
+
+    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
+        self._events += 1
+        self._log(f"{what} by {action.operator}: {action.reason}")
+        self._notify(
+            NoticeKind.STAFF_ACTION,
+            f"staff:{self._events}",
+            f"{what} by support staff: {action.reason}",
+            operator=action.operator,
+            reason=action.reason,
+        )
+        await self._ledger(
+            "record_case_event",
+            CaseEvent(
+                case_id=self._case_id,
+                event_id=f"{kind}:{self._events}",
+                kind=kind,
+                operator=action.operator,
+                reason=action.reason,
+                detail=what,
+                at=workflow.now(),
+            ),
+            type(None),
+            f"Record {kind} by {action.operator}",
+        )
+
+    def _set_state(self, state: CaseState) -> None:
+        self._state = state
+        self._publish()
+
+    def _publish(self) -> None:
+        """Keep search attributes and the Web UI's details in step with the case."""
+        shortfall = float(self._snapshot.figures.shortfall) if self._snapshot else 0.0
+        updates: list[SearchAttributeUpdate[Any]] = [
+            contract.MARGIN_CALL_STATE.value_set(self._state.value),
+            contract.ACCOUNT_ID.value_set(self._input.account_id),
+            contract.MARGIN_SHORTFALL.value_set(shortfall),
+            contract.LIQUIDATION_STAGE.value_set(len(self._stages)),
+        ]
+        if self._deadline is not None:
+            updates.append(contract.DEPOSIT_DEADLINE.value_set(self._deadline))
+        current = workflow.info().typed_search_attributes
+        if any(current.get(u.key) != u.value for u in updates):
+            workflow.upsert_search_attributes(updates)
+        lines = [f"**{self._state.value}** · account `{self._input.account_id}` · case `{self._case_id}`"]
+        if self._snapshot is not None:
+            f = self._snapshot.figures
+            lines.append(
+                f"equity {self._fmt(f.equity)} · maintenance {self._fmt(f.maintenance_margin)} · "
+                f"shortfall {self._fmt(f.shortfall)} {self._snapshot.currency}"
+            )
+        if self._deadline is not None and self._state in AWAITING:
+            lines.append(f"deposit deadline {self._deadline.isoformat()}")
+        if self._stages:
+            lines.append(f"{len(self._stages)} stage(s), fees {self._fmt(self._fees)} to the insurance fund")
+        workflow.set_current_details("\n\n".join(lines))
+
+    def _call_message(self) -> str:
+        needed = self._deposit_needed()
+        currency = self._snapshot.currency if self._snapshot else ""
+        deadline = self._deadline.isoformat() if self._deadline else "now"
+        return (
+            f"Margin call on account {self._input.account_id}: deposit at least {needed} {currency} "
+            f"by {deadline} or positions will be liquidated in stages."
+        )
+
+    def _notify(
+        self,
+        kind: NoticeKind,
+        suffix: str,
+        message: str,
+        *,
+        stage: StageResult | None = None,
+        operator: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Send a notice beside the case: retried within its window, never awaited by the case."""
+        figures = self._snapshot.figures if self._snapshot else None
+        notice = Notice(
+            notice_id=f"{self._case_id}:{suffix}",
+            kind=kind,
+            case_id=self._case_id,
+            account_id=self._input.account_id,
+            state=self._state,
+            occurred_at=workflow.now(),
+            message=message,
+            deadline=self._deadline,
+            currency=self._snapshot.currency if self._snapshot else None,
+            equity=figures.equity if figures else None,
+            maintenance_margin=figures.maintenance_margin if figures else None,
+            shortfall=figures.shortfall if figures else None,
+            deposit_needed=self._deposit_needed(),
+            stage=stage.stage if stage else None,
+            fills=stage.fills if stage else [],
+            fee=stage.fee if stage else None,
+            operator=operator,
+            reason=reason,
+        )
+        self._notice_tasks.append(asyncio.create_task(self._deliver(notice)))
+
+    async def _deliver(self, notice: Notice) -> None:
+        try:
+            delivery = await workflow.execute_activity(
+                "deliver_notice",
+                notice,
+                result_type=NoticeDelivery,
+                schedule_to_close_timeout=self._input.policy.notice_delivery_window,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=NOTICE_RETRY,
+                summary=f"Notify the trader: {notice.kind.value}",
+            )
+        except ActivityError as error:
+            self._notices_failed.append(notice.notice_id)
+            self._log(f"notice {notice.kind.value} undelivered: {error.cause or error}")
+            return
+        if delivery.delivered:
+            self._notices_sent += 1
+        else:
+            self._notices_failed.append(notice.notice_id)
+            self._log(f"notice {notice.kind.value} undelivered: {delivery.detail}")
+
+    def _log(self, what: str) -> None:
+        self._timeline.append(TimelineEntry(at=workflow.now(), what=what))
+
+    def _fmt(self, value: Decimal) -> str:
+        return _money(value)

@@ -1,0 +1,220 @@
+"""The client API for exchange services, deposit handlers and staff tools.
+
+Everything a caller needs to open, feed, find and act on cases, over any
+Temporal client connected with the pydantic data converter. Crediting a deposit
+is the ledger's job: ``report_deposit`` takes the ledger as a ``DepositLedger``
+so that this package never depends on the database driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from temporalio.client import (
+    Client,
+    RPCError,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCStatusCode, TLSConfig
+
+from workflows import contract
+from workflows.models import (
+    CaseInput,
+    CaseOutcome,
+    CasePolicy,
+    CaseState,
+    CaseStatus,
+    DeadlineExtension,
+    Deposit,
+    DepositBooking,
+    DepositCredit,
+    DepositReceipt,
+    StaffAction,
+)
+
+
+async def connect(address: str, namespace: str = "default", tls: TLSConfig | bool = False) -> Client:
+    """A Temporal client that speaks our models (decimals travel as strings)."""
+    return await Client.connect(address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter)
+
+
+class DepositLedger(Protocol):
+    """Whatever books a deposit in the ledger, idempotent by deposit id."""
+
+    async def credit(self, deposit: DepositCredit) -> DepositBooking: ...
+
+
+@dataclass(frozen=True)
+class DepositReport:
+    booking: DepositBooking
+    receipt: DepositReceipt | None
+    case_open: bool
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    """A case as visibility (search attributes) sees it, without asking the worker."""
+
+    workflow_id: str
+    run_id: str
+    account_id: str | None
+    state: str | None
+    shortfall: float | None
+    deadline: datetime | None
+    stage: int | None
+    started_at: datetime | None
+    closed_at: datetime | None
+    running: bool
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class MarginCallClient:
+    """Open, feed, find and act on margin call cases."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def handle(self, account_id: str) -> WorkflowHandle[object, CaseOutcome]:
+        return self.client.get_workflow_handle(contract.workflow_id(account_id), result_type=CaseOutcome)
+
+    async def open_case(
+        self,
+        account_id: str,
+        call_id: str,
+        policy: CasePolicy | None = None,
+        *,
+        shortfall: Decimal | None = None,
+    ) -> WorkflowHandle[object, CaseOutcome]:
+        """Start the account's case, or join the one already open (same workflow id)."""
+        case = CaseInput(account_id=account_id, call_id=call_id, policy=policy or CasePolicy())
+        summary = f"Margin call on {account_id}"
+        if shortfall is not None:
+            summary += f": shortfall {shortfall:,.2f}"
+        summary += f", deadline {case.policy.deadline} after opening"
+        return await self.client.start_workflow(
+            contract.WORKFLOW_TYPE,
+            case,
+            id=contract.workflow_id(account_id),
+            task_queue=contract.TASK_QUEUE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            result_type=CaseOutcome,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(contract.ACCOUNT_ID, account_id),
+                    SearchAttributePair(contract.MARGIN_CALL_STATE, CaseState.OPEN.value),
+                ]
+            ),
+            static_summary=summary,
+            static_details=f"account `{account_id}` · call `{call_id}` · policy: {case.policy.model_dump_json()}",
+        )
+
+    async def report_deposit(
+        self, ledger: DepositLedger, account_id: str, deposit: Deposit, *, wait: bool = True
+    ) -> DepositReport:
+        """Credit the ledger first, then tell the open case (update if ``wait``, else signal).
+
+        With no open case the deposit stays credited and no case is started.
+        """
+        booking = await ledger.credit(
+            DepositCredit(
+                account_id=account_id,
+                deposit_id=deposit.deposit_id,
+                amount=deposit.amount,
+                currency=deposit.currency,
+            )
+        )
+        handle = self.client.get_workflow_handle(contract.workflow_id(account_id))
+        try:
+            if wait:
+                receipt = await handle.execute_update(
+                    contract.UPDATE_SUBMIT_DEPOSIT, deposit, result_type=DepositReceipt
+                )
+                return DepositReport(booking=booking, receipt=receipt, case_open=True)
+            await handle.signal(contract.SIGNAL_DEPOSIT, deposit)
+            return DepositReport(booking=booking, receipt=None, case_open=True)
+        except RPCError as error:
+            if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return DepositReport(booking=booking, receipt=None, case_open=False)
+            raise
+        except WorkflowUpdateFailedError as error:
+            if "case is closed" in str(error.cause):
+                return DepositReport(booking=booking, receipt=None, case_open=False)
+            raise
+
+    async def status(self, account_id: str) -> CaseStatus:
+        status: CaseStatus = await self.handle(account_id).query(
+            contract.QUERY_STATUS, result_type=CaseStatus
+        )
+        return status
+
+    async def _staff_update(self, account_id: str, update: str, action: StaffAction) -> CaseStatus:
+        status: CaseStatus = await self.handle(account_id).execute_update(
+            update, action, result_type=CaseStatus
+        )
+        return status
+
+    async def extend_deadline(self, account_id: str, extension: DeadlineExtension) -> CaseStatus:
+        return await self._staff_update(account_id, contract.UPDATE_EXTEND_DEADLINE, extension)
+
+    async def waive(self, account_id: str, action: StaffAction) -> CaseStatus:
+        return await self._staff_update(account_id, contract.UPDATE_WAIVE, action)
+
+    async def force_liquidation(self, account_id: str, action: StaffAction) -> CaseStatus:
+        return await self._staff_update(account_id, contract.UPDATE_FORCE_LIQUIDATION, action)
+
+    async def list_cases(
+        self,
+        *,
+        state: str | None = None,
+        account_id: str | None = None,
+        opened_since: datetime | None = None,
+        deadline_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[CaseSummary]:
+        """Cases by their search attributes (a visibility query; no worker needed)."""
+        clauses = [f"WorkflowType = {_quote(contract.WORKFLOW_TYPE)}"]
+        if state:
+            clauses.append(f"MarginCallState = {_quote(state)}")
+        if account_id:
+            clauses.append(f"AccountId = {_quote(account_id)}")
+        if opened_since:
+            clauses.append(f"StartTime >= {_quote(opened_since.isoformat())}")
+        if deadline_before:
+            clauses.append(f"DepositDeadline < {_quote(deadline_before.isoformat())}")
+        cases: list[CaseSummary] = []
+        async for execution in self.client.list_workflows(" AND ".join(clauses), limit=limit):
+            attributes = execution.typed_search_attributes
+            cases.append(
+                CaseSummary(
+                    workflow_id=execution.id,
+                    run_id=execution.run_id,
+                    account_id=attributes.get(contract.ACCOUNT_ID),
+                    state=attributes.get(contract.MARGIN_CALL_STATE),
+                    shortfall=attributes.get(contract.MARGIN_SHORTFALL),
+                    deadline=attributes.get(contract.DEPOSIT_DEADLINE),
+                    stage=attributes.get(contract.LIQUIDATION_STAGE),
+                    started_at=execution.start_time,
+                    closed_at=execution.close_time,
+                    running=execution.status == WorkflowExecutionStatus.RUNNING,
+                )
+            )
+        return cases
+
+
+__all__ = [
+    "CaseSummary",
+    "DepositLedger",
+    "DepositReport",
+    "MarginCallClient",
+    "connect",
+]

@@ -1,0 +1,34 @@
+"""Names callers rely on (DESIGN.md, "Contract"): keep them stable."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "margin-calls"
+WORKFLOW_TYPE = "MarginCallWorkflow"
+WORKFLOW_ID_PREFIX = "margin-call-"
+
+SIGNAL_DEPOSIT = "deposit"
+SIGNAL_RISK_ESCALATED = "risk_escalated"
+UPDATE_SUBMIT_DEPOSIT = "submit_deposit"
+UPDATE_EXTEND_DEADLINE = "extend_deadline"
+UPDATE_WAIVE = "waive"
+UPDATE_FORCE_LIQUIDATION = "force_liquidation"
+QUERY_STATUS = "status"
+
+MARGIN_CALL_STATE = SearchAttributeKey.for_keyword("MarginCallState")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
+MARGIN_SHORTFALL = SearchAttributeKey.for_float("MarginShortfall")
+DEPOSIT_DEADLINE = SearchAttributeKey.for_datetime("DepositDeadline")
+LIQUIDATION_STAGE = SearchAttributeKey.for_int("LiquidationStage")
+SEARCH_ATTRIBUTES = (MARGIN_CALL_STATE, ACCOUNT_ID, MARGIN_SHORTFALL, DEPOSIT_DEADLINE, LIQUIDATION_STAGE)
+
+
+def workflow_id(account_id: str) -> str:
+    """One open case per account: the workflow id is derived from the account alone."""
+    return f"{WORKFLOW_ID_PREFIX}{account_id}"
+
+
+def case_id(account_id: str, call_id: str) -> str:
+    """The ledger's key for a case (stages, fills, records): account and the caller's call id."""
+    return f"{account_id}/{call_id}"
