@@ -9,10 +9,12 @@ bankrupt on close-out.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,8 +93,17 @@ async def wait_state(handle: WorkflowHandle[Any, Any], *states: CaseState) -> Ca
     return result
 
 
-async def finish(handle: WorkflowHandle[Any, CaseOutcome], timeout: float = 40) -> CaseOutcome:
-    return await asyncio.wait_for(handle.result(), timeout)
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def finish(handle: WorkflowHandle[Any, CaseOutcome], record: str, timeout: float = 40) -> CaseOutcome:
+    """The case's outcome; with MARGIN_CALL_RECORD_HISTORIES=1 its history is kept for replay tests."""
+    outcome = await asyncio.wait_for(handle.result(), timeout)
+    if os.environ.get("MARGIN_CALL_RECORD_HISTORIES") == "1":
+        history = await handle.fetch_history()
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{record}.json").write_text(history.to_json())
+    return outcome
 
 
 def notice_kinds(stack: CaseStack, account: str) -> list[str]:
@@ -106,7 +117,7 @@ async def history_event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
 async def test_cured_before_notice(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "healthy", "700")
-    outcome = await finish(await api.open_case(account, "call-1", fast_policy()))
+    outcome = await finish(await api.open_case(account, "call-1", fast_policy()), "cured_before_notice")
     assert outcome.state == CaseState.CURED
     assert notice_kinds(stack, account) == []
     async with stack.pool.acquire() as conn:
@@ -133,7 +144,7 @@ async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) 
     enough = Deposit(deposit_id=f"{account}-d2", amount=D("38"), currency="USDT")
     cured = await api.report_deposit(Ledger(stack), account, enough)
     assert cured.receipt is not None and cured.receipt.state == CaseState.CURED
-    outcome = await finish(handle)
+    outcome = await finish(handle, "cured_by_deposit")
     assert outcome.state == CaseState.CURED
     assert outcome.status.deposits_counted == [f"{account}-d1", f"{account}-d2"]
     assert outcome.status.stages == []
@@ -160,7 +171,7 @@ async def test_cured_by_the_market_recovering(stack: CaseStack) -> None:
     await wait_state(handle, CaseState.AWAITING_DEPOSIT)
     async with stack.pool.acquire() as conn:
         await move_market(conn, {"BTCUSDT": D("49800")})
-    outcome = await finish(handle)
+    outcome = await finish(handle, "cured_by_market_recovery")
     async with stack.pool.acquire() as conn:
         await move_market(conn, {"BTCUSDT": MARK})
     assert outcome.state == CaseState.CURED and outcome.status.stages == []
@@ -170,7 +181,7 @@ async def test_restored_after_partial_stages(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "restore", "550")
     policy = fast_policy(deadline=timedelta(seconds=1), pause_between_stages=timedelta(milliseconds=200))
-    outcome = await finish(await api.open_case(account, "call-1", policy))
+    outcome = await finish(await api.open_case(account, "call-1", policy), "restored_after_stages")
     assert outcome.state == CaseState.RESTORED
     stages = outcome.status.stages
     assert len(stages) >= 2
@@ -194,7 +205,7 @@ async def test_closed_out_when_every_position_is_sold(stack: CaseStack) -> None:
         deadline=timedelta(seconds=1),
         liquidation=LiquidationPolicy(fraction_per_stage=D(1), fee_rate=D("0.005"), slippage=D("0.001")),
     )
-    outcome = await finish(await api.open_case(account, "call-1", policy))
+    outcome = await finish(await api.open_case(account, "call-1", policy), "closed_out")
     assert outcome.state == CaseState.CLOSED_OUT
     assert len(outcome.status.stages) == 1
     assert outcome.status.stages[0].fills[0].quantity == 1
@@ -209,9 +220,8 @@ async def test_bankrupt_with_the_insurance_fund(stack: CaseStack) -> None:
         fund_before = await conn.fetchval(
             "SELECT balance FROM ledger_accounts WHERE ledger_account = 'insurance_fund:USDT'"
         )
-    outcome = await finish(
-        await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
-    )
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
+    outcome = await finish(handle, "bankrupt")
     assert outcome.state == CaseState.BANKRUPT
     status = outcome.status
     # 100 collateral - 424.75 realised (1 BTC from 49,900 sold at 49,500 less 0.05 %), no fee left to take
@@ -231,9 +241,8 @@ async def test_bankrupt_with_the_insurance_fund(stack: CaseStack) -> None:
 async def test_hard_threshold_liquidates_before_the_deadline(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "hard", "450")  # equity 50 < 99
-    outcome = await finish(
-        await api.open_case(account, "call-1", fast_policy(deadline=timedelta(minutes=10)))
-    )
+    handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(minutes=10)))
+    outcome = await finish(handle, "hard_threshold")
     assert outcome.status.stages, "liquidated"
     assert outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
     # So far below maintenance that selling costs more than it frees: it runs to the end.
@@ -261,7 +270,7 @@ async def test_risk_escalation_from_the_monitor_starts_liquidation(stack: CaseSt
     await handle.signal(
         contract.SIGNAL_RISK_ESCALATED, RiskEscalation(equity=D(50), maintenance_margin=D(198))
     )
-    outcome = await finish(handle)
+    outcome = await finish(handle, "risk_escalation")
     assert outcome.status.stages and outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
 
 
@@ -272,7 +281,7 @@ async def test_reminders_before_the_deadline(stack: CaseStack) -> None:
         deadline=timedelta(seconds=4),
         reminders_before_deadline=[timedelta(seconds=3), timedelta(seconds=1)],
     )
-    outcome = await finish(await api.open_case(account, "call-1", policy))
+    outcome = await finish(await api.open_case(account, "call-1", policy), "reminders")
     reminders = stack.receiver.of_kind("margin_call.reminder", outcome.case_id)
     assert len(reminders) == 2
     assert {r["notice_id"] for r in reminders} == {
@@ -328,7 +337,7 @@ async def test_notifier_down_for_the_whole_case_does_not_delay_liquidation(stack
     stack.receiver.behaviour = Behaviour(status=503)
     account = await account_with(stack, "dark", "550")
     policy = fast_policy(deadline=timedelta(seconds=2), notice_delivery_window=timedelta(seconds=4))
-    outcome = await finish(await api.open_case(account, "call-1", policy))
+    outcome = await finish(await api.open_case(account, "call-1", policy), "notifier_down")
     status = outcome.status
     assert status.stages
     lateness = status.stages[0].executed_at - status.deadline  # type: ignore[operator]

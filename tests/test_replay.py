@@ -1,0 +1,36 @@
+"""Replay the recorded case histories with today's workflow code.
+
+A change that makes ``MarginCallWorkflow`` non-deterministic for cases already
+in flight fails here. Re-record after an intentional, versioned change with
+``MARGIN_CALL_RECORD_HISTORIES=1 make test``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.case import MarginCallWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+PATHS = {
+    "cured_before_notice", "cured_by_deposit", "cured_by_market_recovery", "restored_after_stages",
+    "closed_out", "bankrupt", "hard_threshold", "risk_escalation", "reminders", "notifier_down",
+    "waived", "extended_then_liquidated", "forced",
+}  # fmt: skip
+
+
+def test_every_path_has_a_recorded_history() -> None:
+    assert PATHS <= {h.stem for h in HISTORIES}
+
+
+@pytest.mark.parametrize("history_file", HISTORIES, ids=[h.stem for h in HISTORIES])
+async def test_replays_deterministically(history_file: Path) -> None:
+    history = WorkflowHistory.from_json(history_file.stem, history_file.read_text())
+    replayer = Replayer(workflows=[MarginCallWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    assert result.replay_failure is None
