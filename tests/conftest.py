@@ -160,6 +160,7 @@ class CaseStack:
     pool: asyncpg.Pool
     receiver: WebhookReceiver
     notifier_url: str
+    database_url: str
 
     def account(self, name: str) -> str:
         """A unique account id for this test (the server and ledger outlive tests)."""
@@ -175,7 +176,7 @@ async def case_worker(
     hook, url = receiver
     pool = await create_pool(case_ledger_url, max_size=10)
     async with running_worker(temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET):
-        yield CaseStack(temporal_env.client, pool, hook, url)
+        yield CaseStack(temporal_env.client, pool, hook, url, case_ledger_url)
     await pool.close()
 
 

@@ -68,8 +68,10 @@ async def test_extend_deadline_moves_it_later_and_refuses_earlier_or_too_far(sta
             )
         assert words in str(refused.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(contract.UPDATE_EXTEND_DEADLINE, {"operator": "", "reason": "x",
-                                                                      "new_deadline": status.deadline.isoformat()})
+        await handle.execute_update(
+            contract.UPDATE_EXTEND_DEADLINE,
+            {"operator": "", "reason": "x", "new_deadline": status.deadline.isoformat()},
+        )
     assert "operator" in str(refused.value.cause)
     assert len(await history_event_types(handle)) == before  # refusals left nothing
     later = status.deadline + timedelta(seconds=4)

@@ -40,18 +40,39 @@ async def test_case_started_queried_and_cured_with_the_temporal_cli(stack: CaseS
     handle = stack.client.get_workflow_handle(workflow_id, result_type=CaseOutcome)
     await wait_state(handle, CaseState.AWAITING_DEPOSIT)
 
-    query = json.loads(await temporal(stack, "workflow", "query", "--workflow-id", workflow_id,
-                                      "--name", contract.QUERY_STATUS, "--output", "json"))
+    query = json.loads(
+        await temporal(
+            stack,
+            "workflow",
+            "query",
+            "--workflow-id",
+            workflow_id,
+            "--name",
+            contract.QUERY_STATUS,
+            "--output",
+            "json",
+        )
+    )
     status: dict[str, Any] = query["queryResult"][0]
     assert status["state"] == "AWAITING_DEPOSIT" and status["shortfall"] == "48"
 
     # The deposit handler credits the ledger, then reports the deposit by signal.
     await credit_deposit(
-        stack.pool, DepositCredit(account_id=account, deposit_id="cli-dep-1", amount=Decimal("60"), currency="USDT")
+        stack.pool,
+        DepositCredit(account_id=account, deposit_id="cli-dep-1", amount=Decimal("60"), currency="USDT"),
     )
     deposit = {"deposit_id": "cli-dep-1", "amount": "60", "currency": "USDT"}
-    await temporal(stack, "workflow", "signal", "--workflow-id", workflow_id, "--name", contract.SIGNAL_DEPOSIT,
-                   "--input", json.dumps(deposit))
+    await temporal(
+        stack,
+        "workflow",
+        "signal",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        contract.SIGNAL_DEPOSIT,
+        "--input",
+        json.dumps(deposit),
+    )
     outcome = await asyncio.wait_for(handle.result(), 30)
     assert outcome.state == CaseState.CURED and outcome.status.deposits_counted == ["cli-dep-1"]
 
@@ -59,10 +80,14 @@ async def test_case_started_queried_and_cured_with_the_temporal_cli(stack: CaseS
     shown = await temporal(stack, "workflow", "show", "--workflow-id", workflow_id, "--detailed")
     assert "input[0].deposit_id: cli-dep-1" in shown and "signalName: deposit" in shown
     assert '"state":"CURED"' in shown.replace(" ", "")
-    events = json.loads(await temporal(stack, "workflow", "show", "--workflow-id", workflow_id, "--output", "json"))
+    events = json.loads(
+        await temporal(stack, "workflow", "show", "--workflow-id", workflow_id, "--output", "json")
+    )
     assert any(e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED" for e in events["events"])
 
-    listed = await temporal(stack, "workflow", "list", "--query", f"AccountId='{account}' AND MarginCallState='CURED'")
+    listed = await temporal(
+        stack, "workflow", "list", "--query", f"AccountId='{account}' AND MarginCallState='CURED'"
+    )
     assert workflow_id in listed
     found = await MarginCallClient(stack.client).list_cases(account_id=account, state="CURED")
     assert [c.workflow_id for c in found] == [workflow_id] and timedelta(0) is not None

@@ -1,0 +1,44 @@
+"""The risk monitor opens one case per breached account and escalates past the hard line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import WorkflowExecutionStatus
+
+from activities.ledger import LedgerActivities
+from tests.conftest import CaseStack
+from tests.test_case_workflow import account_with, fast_policy
+from worker.monitor import RiskMonitor
+from workflows.client import MarginCallClient
+from workflows.models import CaseState
+
+
+async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    healthy = await account_with(stack, "mon-ok", "700")
+    breached = await account_with(stack, "mon-breach", "550")
+    deep = await account_with(stack, "mon-deep", "450")
+    monitor = RiskMonitor(LedgerActivities(stack.pool), api, fast_policy(deadline=timedelta(minutes=10)))
+    first = await monitor.tick()
+    assert first.breaches >= 2 and first.escalated >= 1
+    ours = {breached, deep}
+    runs = {a: (await api.handle(a).describe()).run_id for a in ours}
+    monitor._opened.clear()  # forget, so the next tick starts again: it must join, not duplicate
+    await monitor.tick()
+    assert {a: (await api.handle(a).describe()).run_id for a in ours} == runs
+    deep_outcome = await api.handle(deep).result()
+    assert deep_outcome.status.stages and deep_outcome.state != CaseState.CURED
+    assert deep_outcome.status.stages[0].executed_at < deep_outcome.status.deadline  # type: ignore[operator]
+    status = await api.status(breached)
+    assert status.state == CaseState.AWAITING_DEPOSIT
+    try:
+        await api.handle(healthy).describe()
+        raise AssertionError("a healthy account got a case")
+    except Exception as error:
+        assert "not found" in str(error).lower()
+    # Close every case this monitor opened for other tests' leftover accounts too.
+    for case in await api.list_cases():
+        if case.running:
+            await api.handle(case.account_id or "").terminate("monitor test done")
+    assert (await api.handle(breached).describe()).status == WorkflowExecutionStatus.TERMINATED
