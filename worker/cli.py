@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     deposit.add_argument("amount", help="decimal string, e.g. 125.50")
     deposit.add_argument("--currency", default="USDT")
     deposit.add_argument("--signal", action="store_true", help="report by signal (no receipt)")
+    deposit.add_argument("--credit-only", action="store_true", help="credit the ledger, do not report it")
     deposit.add_argument("--json", action="store_true")
 
     cases = commands.add_parser("cases", help="find, inspect and act on cases")
@@ -182,6 +183,15 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
             return await credit_deposit(pool, credit)
 
     try:
+        if args.credit_only:
+            booking = await Ledger().credit(DepositCredit(account_id=args.account_id, **deposit.model_dump()))
+            done = "already credited" if booking.already_credited else "credited"
+            _print(
+                booking.model_dump(mode="json"),
+                args.json,
+                f"{args.amount} {args.currency} {done} to {args.account_id}",
+            )
+            return 0
         api = await _client(settings)
         report = await api.report_deposit(Ledger(), args.account_id, deposit, wait=not args.signal)
     finally:
