@@ -85,12 +85,10 @@ async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 # --- the case stack: a real Temporal dev server, worker and webhook receiver ----
 
-import asyncio  # noqa: E402
 import socket  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-import uvicorn  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
@@ -123,15 +121,12 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
     """A real HTTP webhook receiver on loopback that verifies signatures."""
+    from worker.serving import serving
+
     hook = WebhookReceiver(secret=DEV_WEBHOOK_SECRET)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(hook.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    yield hook, f"http://127.0.0.1:{port}/webhooks"
-    server.should_exit = True
-    await task
+    async with serving(hook.app(), port):
+        yield hook, f"http://127.0.0.1:{port}/webhooks"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="embedded stack + worker + monitor, until Ctrl-C")
     up.add_argument("--temporal-port", type=int, default=7233)
     up.add_argument("--receiver-port", type=int, default=8377)
+    up.add_argument("--api-port", type=int, default=8080)
+    api = commands.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--host", default="127.0.0.1")
     commands.add_parser("demo", help="a market crash on the embedded stack, end to end, with a summary")
     commands.add_parser("worker", help="run a worker on task queue margin-calls")
     monitor = commands.add_parser("monitor", help="scan for breaches and open cases")
@@ -116,14 +120,36 @@ async def _db_migrate(settings: Settings) -> int:
     return 0
 
 
-async def _up(settings: Settings, temporal_port: int, receiver_port: int) -> int:
+async def _up(settings: Settings, temporal_port: int, receiver_port: int, api_port: int) -> int:
     from worker.stack import embedded_stack
     from worker.worker import stop_on_signals
 
-    async with embedded_stack(settings, temporal_port=temporal_port, receiver_port=receiver_port) as stack:
+    async with embedded_stack(
+        settings, temporal_port=temporal_port, receiver_port=receiver_port, api_port=api_port
+    ) as stack:
         print("margin-call is up:\n" + stack.describe() + "\nCtrl-C stops everything.", flush=True)
         await stop_on_signals().wait()
         print("stopping...", flush=True)
+    return 0
+
+
+async def _api(settings: Settings, host: str, port: int) -> int:
+    from worker.api import create_app
+    from worker.serving import serving
+    from worker.worker import stop_on_signals
+
+    if not settings.api_tokens:
+        raise ValueError("MARGIN_CALL_API_TOKENS: set at least one token=scope,... to serve the API")
+    pool, embedded = await _with_database(settings)
+    try:
+        app = create_app(await _client(settings), pool, settings.api_tokens)
+        async with serving(app, port, host):
+            logging.getLogger("margin_call.api").info("serving on http://%s:%d", host, port)
+            await stop_on_signals().wait()
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await embedded.stop()
     return 0
 
 
@@ -274,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.command in ("up", "worker", "monitor") else logging.WARNING,
+        level=logging.INFO if args.command in ("up", "worker", "monitor", "api") else logging.WARNING,
         format='{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
     )
     if args.command == "risk":
@@ -292,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo_main(settings)
         runners = {
-            "up": lambda: _up(settings, args.temporal_port, args.receiver_port),
+            "up": lambda: _up(settings, args.temporal_port, args.receiver_port, args.api_port),
+            "api": lambda: _api(settings, args.host, args.port),
             "worker": lambda: _worker(settings),
             "monitor": lambda: _monitor(settings, args.interval),
             "start": lambda: _start(settings, args),

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from worker.api_tokens import TokenError, parse_tokens
+
 # A development-only secret for the embedded stack; production sets its own.
 DEV_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"margin-call-dev-secret-not-for-production").decode()
 
@@ -29,6 +31,7 @@ class Settings:
     data_dir: Path
     metrics_port: int | None
     max_concurrent_activities: int
+    api_tokens: dict[str, frozenset[str]]
 
     @property
     def embedded(self) -> bool:
@@ -75,6 +78,11 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     raw_slots = env.get("MARGIN_CALL_MAX_CONCURRENT_ACTIVITIES", "200")
     if not raw_slots.isdigit() or not 1 <= int(raw_slots) <= 10_000:
         problems.append(f"MARGIN_CALL_MAX_CONCURRENT_ACTIVITIES: {raw_slots!r} is not in 1..10000")
+    try:
+        api_tokens = parse_tokens(env.get("MARGIN_CALL_API_TOKENS", ""))
+    except TokenError as error:
+        problems.append(str(error))
+        api_tokens = {}
     namespace = env.get("MARGIN_CALL_NAMESPACE", "default")
     if not namespace or len(namespace) > 200:
         problems.append("MARGIN_CALL_NAMESPACE: must be 1..200 characters")
@@ -89,4 +97,5 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         data_dir=Path(env.get("MARGIN_CALL_DATA_DIR", ".data")).resolve(),
         metrics_port=metrics_port,
         max_concurrent_activities=int(raw_slots) if raw_slots.isdigit() else 200,
+        api_tokens=api_tokens,
     )

@@ -247,6 +247,7 @@ async def run_demo(settings: Settings, *, temporal_port: int = 7233, receiver_po
         settings,
         temporal_port=temporal_port,
         receiver_port=receiver_port,
+        api_port=None,
         policy=POLICY,
         monitor_interval=1.0,
     ) as stack:

@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-import uvicorn
 from temporalio.client import Client
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.ledger import LedgerActivities
 from activities.migrate import migrate
+from worker.api import create_app
+from worker.api_tokens import SCOPES
 from worker.config import Settings
 from worker.devserver import TemporalDevServer
 from worker.monitor import RiskMonitor
 from worker.receiver import WebhookReceiver
+from worker.serving import serving
 from worker.worker import running_worker
 from workflows.client import MarginCallClient, connect
 from workflows.models import CasePolicy
@@ -43,6 +46,8 @@ class Stack:
     notifier_url: str | None
     receiver: WebhookReceiver | None
     monitor: RiskMonitor
+    api_url: str | None
+    api_token: str | None
 
     def describe(self) -> str:
         rows = [
@@ -51,17 +56,11 @@ class Stack:
             ("PostgreSQL", self.database_url),
             ("Notices to", self.notifier_url or "(not configured: logged only)"),
         ]
+        if self.api_url:
+            rows.append(("HTTP API", f"{self.api_url}/docs"))
+        if self.api_token:
+            rows.append(("API token", f"{self.api_token} (all scopes; set MARGIN_CALL_API_TOKENS to choose)"))
         return "\n".join(f"  {name:<11} {value}" for name, value in rows)
-
-
-async def _serve_receiver(receiver: WebhookReceiver, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(receiver.app(), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # raises the bind error
-        await asyncio.sleep(0.05)
-    return server, task
 
 
 @asynccontextmanager
@@ -70,6 +69,7 @@ async def embedded_stack(
     *,
     temporal_port: int = 7233,
     receiver_port: int = 8377,
+    api_port: int | None = 8080,
     policy: CasePolicy | None = None,
     monitor_interval: float = 1.0,
 ) -> AsyncIterator[Stack]:
@@ -104,13 +104,7 @@ async def embedded_stack(
         notifier_url = settings.notifier_url
         if notifier_url is None:
             receiver = WebhookReceiver(settings.webhook_secret, journal=settings.data_dir / "notices.jsonl")
-            http_server, task = await _serve_receiver(receiver, receiver_port)
-
-            async def stop_receiver() -> None:
-                http_server.should_exit = True
-                await task
-
-            stack.push_async_callback(stop_receiver)
+            await stack.enter_async_context(serving(receiver.app(), receiver_port))
             notifier_url = f"http://127.0.0.1:{receiver_port}/webhooks"
 
         await stack.enter_async_context(
@@ -131,4 +125,18 @@ async def embedded_stack(
             await monitor_task
 
         stack.push_async_callback(stop_monitoring)
-        yield Stack(client, pool, database_url, address, web_ui, notifier_url, receiver, monitor)
+
+        # HTTP API
+        api_url: str | None = None
+        api_token: str | None = None
+        if api_port is not None:
+            tokens = dict(settings.api_tokens)
+            if not tokens:
+                api_token = secrets.token_urlsafe(24)
+                tokens = {api_token: frozenset(SCOPES)}
+            app = create_app(MarginCallClient(client), pool, tokens)
+            await stack.enter_async_context(serving(app, api_port))
+            api_url = f"http://127.0.0.1:{api_port}"
+        yield Stack(
+            client, pool, database_url, address, web_ui, notifier_url, receiver, monitor, api_url, api_token
+        )
