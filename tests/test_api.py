@@ -34,9 +34,9 @@ def auth(token: str) -> dict[str, str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(stack: CaseStack) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    async with serving(create_app(MarginCallClient(stack.client), stack.pool, TOKENS), port):
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
+    app = create_app(MarginCallClient(stack.client), stack.pool, TOKENS)
+    async with serving(app, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        yield client
 
 
 async def count_rows(stack: CaseStack) -> tuple[int, int, int]:
