@@ -35,7 +35,10 @@ def auth(token: str) -> dict[str, str]:
 async def api(stack: CaseStack) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
     app = create_app(MarginCallClient(stack.client), stack.pool, TOKENS)
-    async with serving(app, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    async with (
+        serving(app, port),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
         yield client
 
 

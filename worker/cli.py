@@ -154,18 +154,26 @@ async def _api(settings: Settings, host: str, port: int) -> int:
 
 
 async def _worker(settings: Settings) -> int:
-    from worker.worker import running_worker, stop_on_signals
+    from activities.database import EmbeddedPostgres
+    from worker.worker import metrics_runtime, running_worker, stop_on_signals
     from workflows.client import connect
 
-    pool, embedded = await _with_database(settings)
-    await pool.close()
-    url = settings.database_url or (await embedded.start())
-    client = await connect(settings.temporal_address or DEFAULT_ADDRESS, settings.namespace)
-    async with running_worker(
-        client, url, settings.notifier_url, settings.webhook_secret,
-        max_concurrent_activities=settings.max_concurrent_activities,
-    ):  # fmt: skip
-        await stop_on_signals().wait()
+    embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "postgres")
+    url = settings.database_url or await embedded.start()  # type: ignore[union-attr]
+    try:
+        client = await connect(
+            settings.temporal_address or DEFAULT_ADDRESS,
+            settings.namespace,
+            runtime=metrics_runtime(settings.metrics_port),
+        )
+        async with running_worker(
+            client, url, settings.notifier_url, settings.webhook_secret,
+            max_concurrent_activities=settings.max_concurrent_activities,
+        ):  # fmt: skip
+            await stop_on_signals().wait()
+    finally:
+        if embedded is not None:
+            await embedded.stop()
     return 0
 
 

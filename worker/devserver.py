@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 
 from worker.config import temporal_cli
 from workflows import contract
+from workflows.client import connect
 
 log = logging.getLogger("margin_call.devserver")
 
@@ -48,7 +49,7 @@ class TemporalDevServer:
     def ui_url(self) -> str | None:
         return f"http://{self.ip}:{self.port + 1000}" if self.ui else None
 
-    async def start(self, timeout: float = 60.0) -> Client:
+    async def start(self, timeout: float = 60.0, runtime: Runtime | None = None) -> Client:
         """Start the server and return a client once it answers."""
         self.database.parent.mkdir(parents=True, exist_ok=True)
         args = [
@@ -77,7 +78,7 @@ class TemporalDevServer:
                     f"temporal dev server exited with {self.process.returncode}; see {self.database.parent / 'temporal.log'}"
                 )
             try:
-                client = await Client.connect(self.address, data_converter=pydantic_data_converter)
+                client = await connect(self.address, runtime=runtime)
                 await client.count_workflows()
                 return client
             except Exception:

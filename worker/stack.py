@@ -29,7 +29,7 @@ from worker.devserver import TemporalDevServer
 from worker.monitor import RiskMonitor
 from worker.receiver import WebhookReceiver
 from worker.serving import serving
-from worker.worker import running_worker
+from worker.worker import metrics_runtime, running_worker
 from workflows.client import MarginCallClient, connect
 from workflows.models import CasePolicy
 
@@ -89,14 +89,15 @@ async def embedded_stack(
             log.info("migrations applied: %s", ", ".join(applied))
 
         # Temporal
+        runtime = metrics_runtime(settings.metrics_port)
         web_ui: str | None = None
         if settings.temporal_address:
-            client = await connect(settings.temporal_address, settings.namespace)
+            client = await connect(settings.temporal_address, settings.namespace, runtime=runtime)
             address = settings.temporal_address
         else:
             server = TemporalDevServer(settings.data_dir / "temporal" / "temporal.sqlite", port=temporal_port)
             stack.push_async_callback(server.stop)
-            client = await server.start()
+            client = await server.start(runtime=runtime)
             address, web_ui = server.address, server.ui_url
 
         # Notices

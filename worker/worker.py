@@ -17,6 +17,7 @@ from datetime import timedelta
 import asyncpg
 import httpx
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.ledger import LedgerActivities
@@ -89,6 +90,13 @@ async def running_worker(
             log.info("worker stopped")
     finally:
         await pool.close()
+
+
+def metrics_runtime(port: int | None) -> Runtime | None:
+    """A runtime exporting the SDK's and the cases' metrics for Prometheus on ``port``."""
+    if port is None:
+        return None
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}")))
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -118,6 +118,7 @@ class MarginCallWorkflow:
                 non_retryable=True,
             ) from error
         self._observe(snapshot)
+        workflow.metric_meter().create_counter("margin_call_cases_opened", "margin call cases opened").add(1)
         self._log(
             f"opened: equity {self._fmt(snapshot.figures.equity)}, "
             f"maintenance {self._fmt(snapshot.figures.maintenance_margin)}"
@@ -256,6 +257,9 @@ class MarginCallWorkflow:
     async def _close(self, state: CaseState, why: str, *, notify: bool = True) -> CaseOutcome:
         self._closed_at = workflow.now()
         self._set_state(state)
+        workflow.metric_meter().create_counter(
+            "margin_call_cases_closed", "margin call cases closed, by outcome"
+        ).add(1, {"outcome": state.value})
         self._log(f"closed {state.value}: {why}")
         if notify:
             self._notify(NoticeKind.CLOSED, "closed", f"Margin call closed: {state.value} ({why}).")
@@ -418,6 +422,9 @@ class MarginCallWorkflow:
         if deposit.deposit_id in self._deposits:
             return False
         self._deposits.append(deposit.deposit_id)
+        workflow.metric_meter().create_counter(
+            "margin_call_deposits_counted", "deposits counted by open cases"
+        ).add(1)
         self._log(f"deposit {deposit.deposit_id} of {deposit.amount} {deposit.currency} reported")
         self._recheck = True
         return True
@@ -461,6 +468,13 @@ class MarginCallWorkflow:
             )
         )
         self._fees += result.fee
+        meter = workflow.metric_meter()
+        meter.create_histogram_float(
+            "margin_call_liquidation_notional", "notional sold per liquidation stage", "USD"
+        ).record(float(result.sold_notional))
+        meter.create_histogram_float(
+            "margin_call_insurance_fund_fees", "liquidation fee to the insurance fund per stage", "USD"
+        ).record(float(result.fee))
         sold = ", ".join(
             f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
             f"at {self._fmt(f.fill_price)}"
@@ -598,14 +612,20 @@ class MarginCallWorkflow:
                 summary=f"Notify the trader: {notice.kind.value}",
             )
         except ActivityError as error:
-            self._notices_failed.append(notice.notice_id)
+            self._notice_failed(notice)
             self._log(f"notice {notice.kind.value} undelivered: {error.cause or error}")
             return
         if delivery.delivered:
             self._notices_sent += 1
         else:
-            self._notices_failed.append(notice.notice_id)
+            self._notice_failed(notice)
             self._log(f"notice {notice.kind.value} undelivered: {delivery.detail}")
+
+    def _notice_failed(self, notice: Notice) -> None:
+        self._notices_failed.append(notice.notice_id)
+        workflow.metric_meter().create_counter(
+            "margin_call_notices_failed", "notices that could not be delivered in their window"
+        ).add(1, {"kind": notice.kind.value})
 
     def _log(self, what: str) -> None:
         self._timeline.append(TimelineEntry(at=workflow.now(), what=what))

@@ -22,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCStatusCode, TLSConfig
 
 from workflows import contract
@@ -40,9 +41,13 @@ from workflows.models import (
 )
 
 
-async def connect(address: str, namespace: str = "default", tls: TLSConfig | bool = False) -> Client:
+async def connect(
+    address: str, namespace: str = "default", tls: TLSConfig | bool = False, runtime: Runtime | None = None
+) -> Client:
     """A Temporal client that speaks our models (decimals travel as strings)."""
-    return await Client.connect(address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter)
+    return await Client.connect(
+        address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter, runtime=runtime
+    )
 
 
 class DepositLedger(Protocol):
