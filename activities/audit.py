@@ -48,3 +48,55 @@ async def check_ledger(conn: asyncpg.Connection) -> LedgerCheck:
         drifted_accounts=[r["ledger_account"] for r in drifted],
         negative_insurance_funds=[r["ledger_account"] for r in negative],
     )
+
+
+class InvariantReport(BaseModel):
+    """What must hold after any fault: each violation is a sentence a risk officer can act on."""
+
+    ledger: LedgerCheck
+    violations: list[str]
+
+    @property
+    def holds(self) -> bool:
+        return self.ledger.balanced and not self.violations
+
+
+async def check_invariants(conn: asyncpg.Connection) -> InvariantReport:
+    """The ledger check plus the rules no crash, retry or bad message may break."""
+    violations: list[str] = []
+
+    async def rows(sql: str) -> list[str]:
+        return [str(r[0]) for r in await conn.fetch(sql)]
+
+    for deposit in await rows(
+        "SELECT d.deposit_id FROM deposits d LEFT JOIN transfers t ON t.transfer_id = d.transfer_id"
+        " WHERE t.transfer_id IS NULL OR t.kind <> 'deposit' OR t.amount <> d.amount"
+    ):
+        violations.append(f"deposit {deposit} is not credited by exactly its own transfer")
+    for transfer in await rows(
+        "SELECT t.transfer_id FROM transfers t LEFT JOIN deposits d ON d.transfer_id = t.transfer_id"
+        " WHERE t.kind = 'deposit' AND d.deposit_id IS NULL"
+    ):
+        violations.append(f"deposit transfer {transfer} has no deposit record")
+    for stage in await rows(
+        "SELECT s.case_id || ' stage ' || s.stage FROM liquidation_stages s"
+        " LEFT JOIN liquidation_fills f ON f.case_id = s.case_id AND f.stage = s.stage"
+        " GROUP BY s.case_id, s.stage, s.result"
+        " HAVING count(f.instrument) <> jsonb_array_length(s.result->'fills')"
+    ):
+        violations.append(f"{stage}: fills recorded differ from the stage's result")
+    for stage in await rows(
+        "SELECT case_id || ' stage ' || stage FROM liquidation_stages"
+        " WHERE equity_before IS NULL OR equity_before >= maintenance_before"
+    ):
+        violations.append(f"{stage}: sold from an account the ledger showed above maintenance")
+    for case in await rows(
+        "SELECT case_id FROM margin_call_cases WHERE (closed_at IS NULL) <> (outcome IS NULL)"
+        " OR (closed_at IS NOT NULL AND state NOT IN ('CURED', 'RESTORED', 'CLOSED_OUT', 'BANKRUPT', 'WAIVED'))"
+    ):
+        violations.append(f"case {case} is neither open nor closed with an outcome")
+    for case in await rows(
+        "SELECT s.case_id FROM liquidation_stages s GROUP BY s.case_id HAVING max(s.stage) <> count(*)"
+    ):
+        violations.append(f"case {case}: stage numbers have gaps")
+    return InvariantReport(ledger=await check_ledger(conn), violations=violations)

@@ -8,7 +8,8 @@ Our exception hierarchy::
     ├── InvalidAmount             NaN, infinite, non-positive, too precise or too large
     ├── IdempotencyConflict       the same id was used before with another body
     ├── UnknownCase               no case record with that id
-    └── PositionsStillOpen        bankruptcy settlement asked for before close-out
+    ├── PositionsStillOpen        bankruptcy settlement asked for before close-out
+    └── AccountAboveMaintenance   a stage asked to sell from a healthy account
 
 Every ``LedgerError`` is a caller's or a bug's doing, so the activities turn it
 into a non-retryable ``ApplicationError`` whose type is the class name; database
@@ -50,6 +51,10 @@ class UnknownCase(LedgerError):
 
 class PositionsStillOpen(LedgerError):
     pass
+
+
+class AccountAboveMaintenance(LedgerError):
+    """The ledger shows the account healthy: a stage must not sell anything."""
 
 
 P = ParamSpec("P")

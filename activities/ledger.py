@@ -17,8 +17,9 @@ from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 import asyncpg
 from temporalio import activity
 
-from activities import planner, risk
+from activities import failpoints, planner, risk
 from activities.exceptions import (
+    AccountAboveMaintenance,
     CurrencyMismatch,
     IdempotencyConflict,
     InvalidAmount,
@@ -264,6 +265,12 @@ class LedgerActivities:
                     )
                 return StageResult.model_validate_json(done["result"])
 
+            before = await read_snapshot(conn, plan.account_id)
+            if not before.in_breach:
+                raise AccountAboveMaintenance(
+                    f"account {plan.account_id} is above maintenance (equity {before.figures.equity},"
+                    f" maintenance {before.figures.maintenance_margin}): nothing sold"
+                )
             collateral = await ensure_collateral_account(conn, plan.account_id, currency)
             await ensure_system_accounts(conn, currency)
             prefix = f"liquidation:{request.case_id}:{request.stage}"
@@ -354,13 +361,15 @@ class LedgerActivities:
                 snapshot_after=await read_snapshot(conn, plan.account_id),
             )
             await conn.execute(
-                "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result)"
-                " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)",
+                "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result,"
+                " equity_before, maintenance_before) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7)",
                 request.case_id,
                 request.stage,
                 plan.account_id,
                 plan.model_dump_json(),
                 result.model_dump_json(),
+                before.figures.equity,
+                before.figures.maintenance_margin,
             )
             await conn.executemany(
                 "INSERT INTO liquidation_fills (case_id, stage, instrument, account_id, side, quantity,"
@@ -383,7 +392,9 @@ class LedgerActivities:
                     for f in fills
                 ],
             )
-            return result
+            await failpoints.reach("stage.in_transaction")
+        await failpoints.reach("stage.after_commit")
+        return result
 
     @activity.defn(name="settle_bankruptcy")
     @non_retryable

@@ -72,15 +72,15 @@ async def pool(ledger_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
     """The small exchange listed on a fresh ledger; the ledger must balance afterwards."""
-    from activities.audit import check_ledger
+    from activities.audit import check_invariants
     from worker.market import list_venue
 
     async with pool.acquire() as conn:
         await list_venue(conn)
     yield pool
     async with pool.acquire() as conn:
-        check = await check_ledger(conn)
-    assert check.balanced, check
+        report = await check_invariants(conn)
+    assert report.holds, report
 
 
 # --- the case stack: a real Temporal dev server, worker and webhook receiver ----
@@ -178,11 +178,11 @@ async def case_worker(
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(case_worker: CaseStack) -> AsyncIterator[CaseStack]:
     """The case stack with a well-behaved receiver; the ledger must balance afterwards."""
-    from activities.audit import check_ledger
+    from activities.audit import check_invariants
 
     case_worker.receiver.behaviour = Behaviour()
     yield case_worker
     case_worker.receiver.behaviour = Behaviour()
     async with case_worker.pool.acquire() as conn:
-        check = await check_ledger(conn)
-    assert check.balanced, check
+        report = await check_invariants(conn)
+    assert report.holds, report

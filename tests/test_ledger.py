@@ -160,6 +160,8 @@ async def test_liquidation_stage_run_twice_writes_one_set_of_fills(venue: asyncp
 async def test_a_stage_never_flips_a_position(venue: asyncpg.Pool) -> None:
     ledger = LedgerActivities(venue)
     await onboard(venue, Trader("erin", D("1000"), {"BTCUSDT": (D("0.1"), D("50000"))}))
+    async with venue.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": D("40100")})  # equity 10 < maintenance 16.04
     await open_case(ledger, "erin", "case-erin")
     result = await ledger.execute_liquidation_stage(
         StageRequest(case_id="case-erin", stage=1, plan=btc_plan("erin", "5"))
@@ -172,6 +174,8 @@ async def test_a_stage_never_flips_a_position(venue: asyncpg.Pool) -> None:
 async def test_failed_stage_leaves_nothing_behind(venue: asyncpg.Pool) -> None:
     ledger = LedgerActivities(venue)
     await onboard(venue, Trader("fay", D("1000"), {"BTCUSDT": (D("0.1"), D("50000"))}))
+    async with venue.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": D("40100")})
     await open_case(ledger, "fay", "case-fay")
     # Sabotage: the fee transfer id is already taken with another body, so the stage must roll back.
     async with venue.acquire() as conn:
@@ -261,3 +265,24 @@ async def test_ledger_check_detects_a_drifted_balance(venue: asyncpg.Pool) -> No
         await conn.execute(
             "UPDATE ledger_accounts SET balance = balance - 1 WHERE ledger_account = 'market:USDT'"
         )
+
+
+async def test_a_stage_never_sells_from_an_account_above_maintenance(venue: asyncpg.Pool) -> None:
+    ledger = LedgerActivities(venue)
+    await onboard(venue, Trader("gil", D("1000"), {"BTCUSDT": (D("0.1"), D("50000"))}))
+    await open_case(ledger, "gil", "case-gil")
+    transfers_before = await count(venue, "SELECT count(*) FROM transfers")
+    with pytest.raises(ApplicationError) as refused:
+        await ledger.execute_liquidation_stage(
+            StageRequest(case_id="case-gil", stage=1, plan=btc_plan("gil", "0.05"))
+        )
+    assert refused.value.type == "AccountAboveMaintenance" and refused.value.non_retryable
+    assert await count(venue, "SELECT count(*) FROM transfers") == transfers_before
+    assert await count(venue, "SELECT count(*) FROM liquidation_stages") == 0
+    # And the database itself refuses a stage row that says it sold from a healthy account.
+    async with venue.acquire() as conn:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result, equity_before,"
+                " maintenance_before) VALUES ('case-gil', 1, 'gil', '{}', '{}', 100, 20)"
+            )

@@ -158,6 +158,7 @@ async def _worker(settings: Settings) -> int:
     from worker.worker import metrics_runtime, running_worker, stop_on_signals
     from workflows.client import connect
 
+    stop = stop_on_signals()  # before anything starts, so an early SIGTERM is a clean stop too
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir / "postgres")
     url = settings.database_url or await embedded.start()  # type: ignore[union-attr]
     try:
@@ -170,7 +171,7 @@ async def _worker(settings: Settings) -> int:
             client, url, settings.notifier_url, settings.webhook_secret,
             max_concurrent_activities=settings.max_concurrent_activities,
         ):  # fmt: skip
-            await stop_on_signals().wait()
+            await stop.wait()
     finally:
         if embedded is not None:
             await embedded.stop()

@@ -56,7 +56,6 @@ AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEP
 # Ledger work must finish: retry until it does, except for errors the ledger
 # marks non-retryable (unknown account, idempotency conflict, ...).
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-LEDGER_TIMEOUT = timedelta(seconds=30)
 NOTICE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -218,13 +217,23 @@ class MarginCallWorkflow:
                 start_to_close_timeout=timedelta(seconds=10),
                 summary=f"Plan stage {stage}",
             )
-            result = await self._ledger(
-                "execute_liquidation_stage",
-                StageRequest(case_id=self._case_id, stage=stage, plan=plan),
-                StageResult,
-                f"Liquidation stage {stage}: "
-                + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
-            )
+            try:
+                result = await self._ledger(
+                    "execute_liquidation_stage",
+                    StageRequest(case_id=self._case_id, stage=stage, plan=plan),
+                    StageResult,
+                    f"Liquidation stage {stage}: "
+                    + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
+                )
+            except ActivityError as error:
+                if not (
+                    isinstance(error.cause, ApplicationError)
+                    and error.cause.type == "AccountAboveMaintenance"
+                ):
+                    raise
+                # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
+                await self._reread("Re-read the account: the ledger refused to sell from a healthy account")
+                continue
             self._record_stage(result)
             after = result.snapshot_after
             if after.in_breach and after.portfolio.positions and policy.pause_between_stages > timedelta(0):
@@ -496,7 +505,7 @@ class MarginCallWorkflow:
             activity,
             arg,
             result_type=result_type,
-            start_to_close_timeout=LEDGER_TIMEOUT,
+            start_to_close_timeout=self._input.policy.ledger_attempt_timeout,
             retry_policy=LEDGER_RETRY,
             summary=summary,
         )

@@ -294,6 +294,10 @@ class CasePolicy(Contract):
     max_deadline_extension: timedelta = timedelta(hours=24)
     pause_between_stages: timedelta = timedelta(seconds=30)
     max_stages: int = Field(default=20, ge=1, le=200)
+    ledger_attempt_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="how long one ledger call may take before Temporal retries it (e.g. on another worker)",
+    )
     notice_delivery_window: timedelta = Field(
         default=timedelta(minutes=10),
         description="how long one notice is retried before it is recorded as undelivered",
@@ -310,6 +314,8 @@ class CasePolicy(Contract):
             raise ValueError("hard_threshold must be in [0, 1)")
         if self.pause_between_stages < timedelta(0):
             raise ValueError("pause_between_stages must not be negative")
+        if not timedelta(seconds=1) <= self.ledger_attempt_timeout <= timedelta(minutes=10):
+            raise ValueError("ledger_attempt_timeout must be between 1 s and 10 min")
         if self.notice_delivery_window <= timedelta(0):
             raise ValueError("notice_delivery_window must be positive")
         return self
