@@ -332,12 +332,25 @@ async def test_second_start_joins_the_open_case(stack: CaseStack) -> None:
     await first.terminate("test done")
 
 
-async def test_notifier_down_for_the_whole_case_does_not_delay_liquidation(stack: CaseStack) -> None:
+NOTIFIER_FAULTS = {
+    "down": Behaviour(status=503),
+    "500": Behaviour(status=500),
+    "429": Behaviour(status=429, retry_after=30),
+    "410": Behaviour(status=410),
+    "hangs": Behaviour(delay_seconds=20),
+}
+
+
+@pytest.mark.parametrize("fault", list(NOTIFIER_FAULTS))
+async def test_notifier_faults_for_the_whole_case_do_not_delay_liquidation(
+    stack: CaseStack, fault: str
+) -> None:
     api = MarginCallClient(stack.client)
-    stack.receiver.behaviour = Behaviour(status=503)
+    stack.receiver.behaviour = NOTIFIER_FAULTS[fault]
     account = await account_with(stack, "dark", "550")
     policy = fast_policy(deadline=timedelta(seconds=2), notice_delivery_window=timedelta(seconds=4))
-    outcome = await finish(await api.open_case(account, "call-1", policy), "notifier_down")
+    record = "notifier_down" if fault == "down" else f"notifier_{fault}"
+    outcome = await finish(await api.open_case(account, "call-1", policy), record)
     status = outcome.status
     assert status.stages
     lateness = status.stages[0].executed_at - status.deadline  # type: ignore[operator]
