@@ -27,5 +27,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m tests.bench_scan_breaches
 
+SOAK_MINUTES ?= 10
+SOAK_SEED ?= 42
+soak: $(STAMP)
+	$(PY) -m tests.soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
+
 clean:
 	rm -rf $(VENV) .data
