@@ -223,24 +223,26 @@ async def run(minutes: float, seed: int, accounts: int) -> int:
             started = time.monotonic()
             last_fault = last_report = last_trade = started
             try:
+                monitor = RiskMonitor(LedgerActivities(pool), soak.api, POLICY)
                 while time.monotonic() - started < minutes * 60:
-                    await soak.move_market()
-                    monitor = RiskMonitor(LedgerActivities(pool), soak.api, POLICY)
-                    try:
-                        await monitor.tick()
-                    except Exception as error:
-                        soak.injected[f"monitor tick failed: {type(error).__name__}"] += 1
-                    try:
-                        await soak.act_on_cases()
-                    except Exception as error:
-                        soak.injected[f"listing failed: {type(error).__name__}"] += 1
                     now = time.monotonic()
+                    monitor.cases = soak.api  # a restarted server means a new client
+                    steps = [
+                        ("market", soak.move_market),
+                        ("monitor", monitor.tick),
+                        ("cases", soak.act_on_cases),
+                    ]
                     if now - last_trade > 10:
-                        await soak.retrade()
+                        steps.append(("re-trade", soak.retrade))
                         last_trade = now
                     if now - last_fault > rng.uniform(15, 40):
-                        await soak.inject_fault()
+                        steps.append(("fault", soak.inject_fault))
                         last_fault = now
+                    for step, action in steps:
+                        try:
+                            await action()
+                        except Exception as error:  # the faults we inject make some steps fail: count them
+                            soak.injected[f"{step} step failed ({type(error).__name__})"] += 1
                     if now - last_report > 15:
                         async with pool.acquire() as conn:
                             states = await conn.fetch(
