@@ -24,8 +24,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+BENCH_ACCOUNTS ?= 2000
 bench: $(STAMP)
-	$(PY) -m tests.bench_scan_breaches
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(PY) -m tests.bench --accounts $(BENCH_ACCOUNTS)
 
 SOAK_MINUTES ?= 10
 SOAK_SEED ?= 42

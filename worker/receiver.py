@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class WebhookReceiver:
     journal: Path | None = None
     behaviour: Behaviour = field(default_factory=Behaviour)
     notices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received_at: dict[str, float] = field(default_factory=dict)  # notice id -> time.time() of first receipt
     attempts: int = 0
     rejected_signatures: int = 0
 
@@ -58,6 +60,7 @@ class WebhookReceiver:
             notice_id = request.headers["webhook-id"]
             if notice_id not in self.notices:
                 self.notices[notice_id] = notice
+                self.received_at[notice_id] = time.time()
                 if self.journal is not None:
                     with self.journal.open("a") as out:
                         out.write(json.dumps(notice) + "\n")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -38,13 +39,16 @@ def build_worker(
     webhook_secret: str,
     *,
     max_concurrent_activities: int = 200,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
+    """The worker; ``extra_*`` lets the benchmark host its ceiling workflow under the same settings."""
     ledger = LedgerActivities(pool)
     notifier = NotifierActivities(http, notifier_url, webhook_secret)
     return Worker(
         client,
         task_queue=contract.TASK_QUEUE,
-        workflows=[MarginCallWorkflow],
+        workflows=[MarginCallWorkflow, *extra_workflows],
         activities=[
             ledger.open_case,
             ledger.load_margin_snapshot,
@@ -56,6 +60,7 @@ def build_worker(
             ledger.close_case,
             ledger.record_case_event,
             notifier.deliver_notice,
+            *extra_activities,
         ],
         max_concurrent_activities=max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=10),
