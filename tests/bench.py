@@ -206,7 +206,7 @@ class Bench:
             "all_notified_seconds": max(first_notice),
             "first_notice_latency": {
                 q: pct(first_notice, v) for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
-            },  # fmt: skip
+            },
             "cured_per_second": len(cured) / cured_done,
             "liquidation_per_second": len(liquidated) / liq_done,
             "cured_ratio_to_ceiling": len(cured) / cured_done / ceiling_rate,
