@@ -61,42 +61,43 @@ class InvariantReport(BaseModel):
         return self.ledger.balanced and not self.violations
 
 
-async def check_invariants(conn: asyncpg.Connection) -> InvariantReport:
-    """The ledger check plus the rules no crash, retry or bad message may break."""
-    violations: list[str] = []
-
-    async def rows(sql: str) -> list[str]:
-        return [str(r[0]) for r in await conn.fetch(sql)]
-
-    for deposit in await rows(
+# Each rule: a query returning the offending rows' names, and how to say it.
+_RULES: list[tuple[str, str]] = [
+    (
         "SELECT d.deposit_id FROM deposits d LEFT JOIN transfers t ON t.transfer_id = d.transfer_id"
-        " WHERE t.transfer_id IS NULL OR t.kind <> 'deposit' OR t.amount <> d.amount"
-    ):
-        violations.append(f"deposit {deposit} is not credited by exactly its own transfer")
-    for transfer in await rows(
+        " WHERE t.transfer_id IS NULL OR t.kind <> 'deposit' OR t.amount <> d.amount",
+        "deposit {} is not credited by exactly its own transfer",
+    ),
+    (
         "SELECT t.transfer_id FROM transfers t LEFT JOIN deposits d ON d.transfer_id = t.transfer_id"
-        " WHERE t.kind = 'deposit' AND d.deposit_id IS NULL"
-    ):
-        violations.append(f"deposit transfer {transfer} has no deposit record")
-    for stage in await rows(
+        " WHERE t.kind = 'deposit' AND d.deposit_id IS NULL",
+        "deposit transfer {} has no deposit record",
+    ),
+    (
         "SELECT s.case_id || ' stage ' || s.stage FROM liquidation_stages s"
         " LEFT JOIN liquidation_fills f ON f.case_id = s.case_id AND f.stage = s.stage"
         " GROUP BY s.case_id, s.stage, s.result"
-        " HAVING count(f.instrument) <> jsonb_array_length(s.result->'fills')"
-    ):
-        violations.append(f"{stage}: fills recorded differ from the stage's result")
-    for stage in await rows(
+        " HAVING count(f.instrument) <> jsonb_array_length(s.result->'fills')",
+        "{}: fills recorded differ from the stage's result",
+    ),
+    (
         "SELECT case_id || ' stage ' || stage FROM liquidation_stages"
-        " WHERE equity_before IS NULL OR equity_before >= maintenance_before"
-    ):
-        violations.append(f"{stage}: sold from an account the ledger showed above maintenance")
-    for case in await rows(
+        " WHERE equity_before IS NULL OR equity_before >= maintenance_before",
+        "{}: sold from an account the ledger showed above maintenance",
+    ),
+    (
         "SELECT case_id FROM margin_call_cases WHERE (closed_at IS NULL) <> (outcome IS NULL)"
-        " OR (closed_at IS NOT NULL AND state NOT IN ('CURED', 'RESTORED', 'CLOSED_OUT', 'BANKRUPT', 'WAIVED'))"
-    ):
-        violations.append(f"case {case} is neither open nor closed with an outcome")
-    for case in await rows(
-        "SELECT s.case_id FROM liquidation_stages s GROUP BY s.case_id HAVING max(s.stage) <> count(*)"
-    ):
-        violations.append(f"case {case}: stage numbers have gaps")
+        " OR (closed_at IS NOT NULL AND state NOT IN ('CURED', 'RESTORED', 'CLOSED_OUT', 'BANKRUPT', 'WAIVED'))",
+        "case {} is neither open nor closed with an outcome",
+    ),
+    (
+        "SELECT case_id FROM liquidation_stages GROUP BY case_id HAVING max(stage) <> count(*)",
+        "case {}: stage numbers have gaps",
+    ),
+]
+
+
+async def check_invariants(conn: asyncpg.Connection) -> InvariantReport:
+    """The ledger check plus the rules no crash, retry or bad message may break."""
+    violations = [message.format(row[0]) for sql, message in _RULES for row in await conn.fetch(sql)]
     return InvariantReport(ledger=await check_ledger(conn), violations=violations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal as D
 
 from temporalio.client import WorkflowExecutionStatus
 
@@ -21,17 +22,26 @@ async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:
     deep = await account_with(stack, "mon-deep", "450")
     monitor = RiskMonitor(LedgerActivities(stack.pool), api, fast_policy(deadline=timedelta(minutes=10)))
     first = await monitor.tick()
-    assert first.breaches >= 2 and first.escalated >= 1
+    assert first.breaches >= 2 and first.opened >= 2
     ours = {breached, deep}
     runs = {a: (await api.handle(a).describe()).run_id for a in ours}
     monitor._opened.clear()  # forget, so the next tick starts again: it must join, not duplicate
     await monitor.tick()
     assert {a: (await api.handle(a).describe()).run_id for a in ours} == runs
+    # An open case whose account falls past the hard line is told by the next scan.
+    async with stack.pool.acquire() as conn:
+        from activities.ledger import collateral_account, post_transfer
+
+        await post_transfer(conn, f"{breached}-fee", collateral_account(breached, "USDT"), "external:USDT", "USDT",
+                            D("120"), "withdrawal")  # fmt: skip
+    third = await monitor.tick()
+    assert third.escalated >= 1
+    breached_outcome = await api.handle(breached).result()
+    assert breached_outcome.status.stages
+    assert breached_outcome.status.stages[0].executed_at < breached_outcome.status.deadline  # type: ignore[operator]
     deep_outcome = await api.handle(deep).result()
     assert deep_outcome.status.stages and deep_outcome.state != CaseState.CURED
     assert deep_outcome.status.stages[0].executed_at < deep_outcome.status.deadline  # type: ignore[operator]
-    status = await api.status(breached)
-    assert status.state == CaseState.AWAITING_DEPOSIT
     try:
         await api.handle(healthy).describe()
         raise AssertionError("a healthy account got a case")
@@ -41,4 +51,4 @@ async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:
     for case in await api.list_cases():
         if case.running:
             await api.handle(case.account_id or "").terminate("monitor test done")
-    assert (await api.handle(breached).describe()).status == WorkflowExecutionStatus.TERMINATED
+    assert (await api.handle(breached).describe()).status == WorkflowExecutionStatus.COMPLETED

@@ -29,6 +29,7 @@ from workflows.models import (
     CasePolicy,
     CaseState,
     CaseStatus,
+    CaseSummary,
     Contract,
     DepositBooking,
     DepositCredit,
@@ -67,17 +68,6 @@ class Extension(Contract):
     operator: FreeText
     reason: FreeText
     new_deadline: datetime
-
-
-class CaseListItem(BaseModel):
-    workflow_id: str
-    account_id: str | None
-    state: str | None
-    shortfall: float | None
-    deadline: datetime | None
-    stage: int | None
-    started_at: datetime | None
-    closed_at: datetime | None
 
 
 class Problem(BaseModel):
@@ -229,15 +219,12 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
         opened_since: Annotated[datetime | None, Query()] = None,
         deadline_before: Annotated[datetime | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[CaseListItem]:
+    ) -> list[CaseSummary]:
         found = await cases.list_cases(
             state=state.value if state else None, account_id=account_id, opened_since=opened_since,
             deadline_before=deadline_before, limit=limit,
         )  # fmt: skip
-        return [
-            CaseListItem(**{k: v for k, v in c.__dict__.items() if k in CaseListItem.model_fields})
-            for c in found
-        ]
+        return found
 
     @app.post(
         "/v1/cases/{account_id}/extend", responses=ERRORS, tags=["staff"],

@@ -260,7 +260,7 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
             opened_since=args.since,
             deadline_before=args.deadline_before,
         )
-        rows = [c.__dict__ for c in cases]
+        rows = [c.model_dump(mode="json") for c in cases]
         lines = [f"{'ACCOUNT':<24} {'STATE':<17} {'SHORTFALL':>12} {'STAGE':>5}  DEADLINE"]
         for c in cases:
             shortfall = f"{c.shortfall:,.2f}" if c.shortfall is not None else "-"

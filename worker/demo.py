@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import sys
 import time
@@ -239,7 +240,7 @@ async def _summary(stack: Stack) -> bool:
 async def run_demo(settings: Settings, *, temporal_port: int = 7233, receiver_port: int = 8377) -> int:
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
-    settings = Settings(**{**settings.__dict__, "data_dir": demo_dir})
+    settings = dataclasses.replace(settings, data_dir=demo_dir)
     _say(
         "Starting the embedded stack (PostgreSQL, Temporal dev server, webhook receiver, worker, monitor)..."
     )

@@ -52,14 +52,16 @@ class RiskMonitor:
         async def handle(breach: Breach) -> None:
             async with gate:
                 now = time.monotonic()
-                if now - self._opened.get(breach.account_id, -REMEMBER_SECONDS) >= REMEMBER_SECONDS:
+                started_now = now - self._opened.get(breach.account_id, -REMEMBER_SECONDS) >= REMEMBER_SECONDS
+                if started_now:
                     await self.cases.open_case(
                         breach.account_id, call_id, self.policy, shortfall=breach.shortfall
                     )
                     self._opened[breach.account_id] = now
                     report.opened += 1
                 hard_line = breach.maintenance_margin * self.policy.hard_threshold
-                if breach.equity < hard_line and breach.account_id not in self._escalated:
+                # A case started just now checks the hard line itself; one already open needs telling.
+                if breach.equity < hard_line and not started_now and breach.account_id not in self._escalated:
                     handle_ = self.cases.handle(breach.account_id)
                     await handle_.signal(
                         contract.SIGNAL_RISK_ESCALATED,

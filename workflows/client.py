@@ -32,6 +32,7 @@ from workflows.models import (
     CasePolicy,
     CaseState,
     CaseStatus,
+    CaseSummary,
     DeadlineExtension,
     Deposit,
     DepositBooking,
@@ -61,22 +62,6 @@ class DepositReport:
     booking: DepositBooking
     receipt: DepositReceipt | None
     case_open: bool
-
-
-@dataclass(frozen=True)
-class CaseSummary:
-    """A case as visibility (search attributes) sees it, without asking the worker."""
-
-    workflow_id: str
-    run_id: str
-    account_id: str | None
-    state: str | None
-    shortfall: float | None
-    deadline: datetime | None
-    stage: int | None
-    started_at: datetime | None
-    closed_at: datetime | None
-    running: bool
 
 
 def _quote(value: str) -> str:

@@ -415,6 +415,21 @@ class CaseStatus(Contract):
     closed_at: datetime | None
 
 
+class CaseSummary(BaseModel):
+    """A case as visibility (its search attributes) sees it, without asking the worker."""
+
+    workflow_id: str
+    run_id: str
+    account_id: str | None
+    state: str | None
+    shortfall: float | None
+    deadline: datetime | None
+    stage: int | None
+    started_at: datetime | None
+    closed_at: datetime | None
+    running: bool
+
+
 class CaseOutcome(Contract):
     case_id: str
     account_id: str
