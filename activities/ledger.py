@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 import asyncpg
 from temporalio import activity
@@ -293,7 +293,10 @@ class LedgerActivities:
                 quantity = min(order.quantity, abs(held))
                 mark: Decimal = position["mark"]
                 fill_price = mark * (1 - sign * plan.slippage)
-                pnl = _quantize(quantity * sign * (fill_price - position["entry_price"]), currency)
+                # Rounded against the trader (floor), so rounding never lends them money.
+                pnl = _quantize(
+                    quantity * sign * (fill_price - position["entry_price"]), currency, ROUND_FLOOR
+                )
                 if pnl > 0:
                     await post_transfer(
                         conn,

@@ -7,6 +7,7 @@ template, so tests never see each other's money.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -14,9 +15,16 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 import pytest_asyncio
+from hypothesis import settings
 
 from activities.database import create_pool, resolve_database_url
 from activities.migrate import migrate
+
+# CI replays the same examples every run (a failure there reproduces here with CI=true);
+# developers' runs explore new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 TEMPLATE = "margin_call_template"
 _counter = itertools.count()
