@@ -27,7 +27,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -35,6 +34,7 @@ from activities import risk
 from activities.database import EmbeddedPostgres, create_pool
 from activities.ledger import LedgerActivities, credit_deposit
 from activities.migrate import migrate
+from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
 from tests.bench_scan_breaches import seed as seed_scan
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer
@@ -58,23 +58,6 @@ from workflows.models import (
 D = Decimal
 RESULTS = Path("bench-results")
 CRASH = {"BTCUSDT": D("46500")}
-
-
-@activity.defn(name="ceiling_activity")
-async def ceiling_activity(n: int) -> int:
-    return n
-
-
-@workflow.defn(name="CeilingWorkflow")
-class CeilingWorkflow:
-    """The least a workflow can be: one trivial activity. The engine's ceiling on this machine."""
-
-    @workflow.run
-    async def run(self, n: int) -> int:
-        result: int = await workflow.execute_activity(
-            "ceiling_activity", n, start_to_close_timeout=timedelta(seconds=60)
-        )
-        return result
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from tests.conftest import CaseStack, free_port
 from tests.test_api import TOKENS, auth
-from tests.test_case_workflow import account_with, fast_policy, history_event_types, wait_state
+from tests.test_case_workflow import account_with, fast_policy, history_event_types, settled
 from tests.test_cli import margin_call, stack_env
 from tests.test_risk_command import portfolio, run_risk
 from worker.api import create_app
@@ -86,7 +86,7 @@ async def target(case_worker: CaseStack) -> AsyncIterator[Target]:
     handle = await MarginCallClient(case_worker.client).open_case(
         account, "b-1", fast_policy(deadline=timedelta(minutes=10))
     )
-    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    await settled(handle)
     port = free_port()
     app = create_app(MarginCallClient(case_worker.client), case_worker.pool, TOKENS)
     async with serving(app, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

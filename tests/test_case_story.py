@@ -15,6 +15,7 @@ from workflows.models import CaseState
 NAMED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
     EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_MARKER_RECORDED,  # the ledger calls, run as local activities
 }
 
 

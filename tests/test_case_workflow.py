@@ -96,6 +96,21 @@ async def wait_state(handle: WorkflowHandle[Any, Any], *states: CaseState) -> Ca
 HISTORIES = Path(__file__).parent / "histories"
 
 
+async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:
+    """Awaiting a deposit with the opened notice delivered: nothing else will add to history."""
+
+    async def check() -> CaseStatus | None:
+        status = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
+        quiet = (
+            status.state == CaseState.AWAITING_DEPOSIT
+            and status.notices_sent + len(status.notices_failed) >= 1
+        )
+        return status if quiet else None
+
+    result: CaseStatus = await until(check)
+    return result
+
+
 async def finish(handle: WorkflowHandle[Any, CaseOutcome], record: str, timeout: float = 40) -> CaseOutcome:
     """The case's outcome; with MARGIN_CALL_RECORD_HISTORIES=1 its history is kept for replay tests."""
     outcome = await asyncio.wait_for(handle.result(), timeout)
@@ -295,7 +310,7 @@ async def test_refused_deposit_leaves_no_trace_in_history(stack: CaseStack) -> N
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "refuse", "550")
     handle = await api.open_case(account, "call-1", fast_policy(deadline=timedelta(seconds=60)))
-    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    await settled(handle)
     before = await history_event_types(handle)
     bad_inputs = [
         ({"deposit_id": "x1", "amount": "10", "currency": "USDC"}, "currency"),

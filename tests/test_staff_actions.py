@@ -10,7 +10,14 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, fast_policy, finish, history_event_types, wait_state
+from tests.test_case_workflow import (
+    account_with,
+    fast_policy,
+    finish,
+    history_event_types,
+    settled,
+    wait_state,
+)
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import CaseState, DeadlineExtension, StaffAction
@@ -54,7 +61,7 @@ async def test_extend_deadline_moves_it_later_and_refuses_earlier_or_too_far(sta
     account = await account_with(stack, "extend", "550")
     policy = fast_policy(deadline=timedelta(seconds=3), max_deadline_extension=timedelta(seconds=30))
     handle = await api.open_case(account, "call-1", policy)
-    status = await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    status = await settled(handle)
     assert status.deadline is not None
     before = len(await history_event_types(handle))
     refusals = [

@@ -39,6 +39,7 @@ def build_worker(
     webhook_secret: str,
     *,
     max_concurrent_activities: int = 200,
+    max_cached_cases: int = 5000,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
@@ -63,6 +64,11 @@ def build_worker(
             *extra_activities,
         ],
         max_concurrent_activities=max_concurrent_activities,
+        # Cases wait for hours: keep many cached so a wake-up is not a full replay,
+        # and poll harder than the defaults so a crash's thousands of cases flow.
+        max_cached_workflows=max_cached_cases,
+        max_concurrent_workflow_task_polls=10,
+        max_concurrent_activity_task_polls=10,
         graceful_shutdown_timeout=timedelta(seconds=10),
     )
 

@@ -97,12 +97,16 @@ class MarginCallWorkflow:
         self._notice_tasks: list[asyncio.Task[None]] = []
         self._events = 0
         self._timeline: list[TimelineEntry] = []
+        self._alarm: asyncio.Task[None] | None = None
+        self._alarm_at: datetime | None = None
+        self._alarm_rang = False
 
     # --- the case ---------------------------------------------------------------
 
     @workflow.run
     async def run(self, case: CaseInput) -> CaseOutcome:
-        self._publish()
+        if workflow.info().typed_search_attributes.get(contract.MARGIN_CALL_STATE) is None:
+            self._publish()  # started without our search attributes (e.g. the temporal CLI)
         opening = CaseOpening(
             case_id=self._case_id, account_id=case.account_id, call_id=case.call_id, opened_at=self._opened_at
         )
@@ -127,7 +131,8 @@ class MarginCallWorkflow:
 
         self._deadline = self._opened_at + case.policy.deadline
         self._deadline_set_at = self._opened_at
-        self._set_state(CaseState.NOTIFIED)
+        # NOTIFIED and AWAITING_DEPOSIT fall in the same workflow task: one upsert for both.
+        self._set_state(CaseState.NOTIFIED, search=False)
         self._notify(NoticeKind.OPENED, "opened", self._call_message())
         self._set_state(CaseState.AWAITING_DEPOSIT)
 
@@ -179,17 +184,34 @@ class MarginCallWorkflow:
                     )
                 continue
             wake_at = min([self._deadline, *due])
-            label = "deposit deadline" if wake_at == self._deadline else "next reminder"
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    self._needs_attention, timeout=wake_at - now, timeout_summary=label
-                )
+            self._set_alarm(wake_at, "deposit deadline" if wake_at == self._deadline else "next reminder")
+            await workflow.wait_condition(lambda: self._needs_attention() or self._alarm_rang)
 
     def _needs_attention(self) -> bool:
         return self._recheck or self._escalated or self._forced is not None or self._waived is not None
 
+    def _set_alarm(self, at: datetime | None, label: str) -> None:
+        """One timer for the next deadline or reminder, kept across wake-ups.
+
+        A deposit that does not cure wakes the case without touching the timer,
+        so history gains no cancelled-and-restarted timers; only a new deadline
+        (an extension) or a fired timer replaces it.
+        """
+        if at == self._alarm_at and not self._alarm_rang:
+            return
+        if self._alarm is not None and not self._alarm.done():
+            self._alarm.cancel()
+        self._alarm_at, self._alarm_rang, self._alarm = at, False, None
+        if at is not None:
+            self._alarm = asyncio.create_task(self._ring_at(at, label))
+
+    async def _ring_at(self, at: datetime, label: str) -> None:
+        await workflow.sleep(max(at - workflow.now(), timedelta(milliseconds=1)), summary=label)
+        self._alarm_rang = True
+
     async def _liquidate(self, trigger: str) -> CaseOutcome:
         policy = self._input.policy
+        self._set_alarm(None, "")
         self._set_state(CaseState.LIQUIDATING)
         self._log(f"liquidation starts ({trigger})")
         if trigger != "deadline":
@@ -224,6 +246,7 @@ class MarginCallWorkflow:
                     StageResult,
                     f"Liquidation stage {stage}: "
                     + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
+                    local=False,
                 )
             except ActivityError as error:
                 if not (
@@ -264,6 +287,7 @@ class MarginCallWorkflow:
         return await self._close(CaseState.BANKRUPT, "equity below zero after close-out")
 
     async def _close(self, state: CaseState, why: str, *, notify: bool = True) -> CaseOutcome:
+        self._set_alarm(None, "")
         self._closed_at = workflow.now()
         self._set_state(state)
         workflow.metric_meter().create_counter(
@@ -448,7 +472,7 @@ class MarginCallWorkflow:
         self._snapshot_version += 1
         if snapshot.in_breach and self._past_hard_threshold():
             self._escalated = True
-        self._publish()
+        self._publish(search=False)
 
     def _past_hard_threshold(self) -> bool:
         if self._snapshot is None:
@@ -493,6 +517,7 @@ class MarginCallWorkflow:
             f"stage {result.stage} {sold or 'sold nothing'}, fee {self._fmt(result.fee)} to the insurance fund"
         )
         self._observe(after)
+        self._publish()  # the stage count is a search attribute
         self._notify(
             NoticeKind.LIQUIDATION_STAGE,
             f"stage:{result.stage}",
@@ -500,15 +525,28 @@ class MarginCallWorkflow:
             stage=result,
         )
 
-    async def _ledger(self, activity: str, arg: object, result_type: type[T], summary: str) -> T:
+    async def _ledger(
+        self, activity: str, arg: object, result_type: type[T], summary: str, *, local: bool = True
+    ) -> T:
+        """A ledger call, by default as a local activity: one marker in history, no task-queue trip.
+
+        A local activity cut short by a worker crash runs again from the last
+        completed workflow task, so only calls whose re-run is harmless are local:
+        reads, and writes idempotent whatever they are given (case record,
+        audit events, bankruptcy settlement). A liquidation stage is a regular
+        activity: its plan is written to history before it runs, so a retry
+        sells exactly what the first attempt planned, or finds it done.
+        """
+        timeout = self._input.policy.ledger_attempt_timeout
+        if local:
+            return await workflow.execute_local_activity(  # type: ignore[no-any-return]
+                activity, arg, result_type=result_type, start_to_close_timeout=timeout,
+                retry_policy=LEDGER_RETRY, summary=summary,
+            )  # fmt: skip
         return await workflow.execute_activity(  # type: ignore[no-any-return]
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=self._input.policy.ledger_attempt_timeout,
-            retry_policy=LEDGER_RETRY,
-            summary=summary,
-        )
+            activity, arg, result_type=result_type, start_to_close_timeout=timeout,
+            retry_policy=LEDGER_RETRY, summary=summary,
+        )  # fmt: skip
 
     async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
         self._events += 1
@@ -535,12 +573,16 @@ class MarginCallWorkflow:
             f"Record {kind} by {action.operator}",
         )
 
-    def _set_state(self, state: CaseState) -> None:
+    def _set_state(self, state: CaseState, *, search: bool = True) -> None:
         self._state = state
-        self._publish()
+        self._publish(search=search)
 
-    def _publish(self) -> None:
-        """Keep search attributes and the Web UI's details in step with the case."""
+    def _publish(self, *, search: bool = True) -> None:
+        """Keep the Web UI's details current, and the search attributes at each transition.
+
+        Search attributes are upserted only when state, stage or deadline move
+        (each upsert is a history event); the shortfall rides along then.
+        """
         shortfall = float(self._snapshot.figures.shortfall) if self._snapshot else 0.0
         updates: list[SearchAttributeUpdate[Any]] = [
             contract.MARGIN_CALL_STATE.value_set(self._state.value),
@@ -551,7 +593,7 @@ class MarginCallWorkflow:
         if self._deadline is not None:
             updates.append(contract.DEPOSIT_DEADLINE.value_set(self._deadline))
         current = workflow.info().typed_search_attributes
-        if any(current.get(u.key) != u.value for u in updates):
+        if search and any(current.get(u.key) != u.value for u in updates):
             workflow.upsert_search_attributes(updates)
         lines = [f"**{self._state.value}** · account `{self._input.account_id}` · case `{self._case_id}`"]
         if self._snapshot is not None:
