@@ -160,9 +160,7 @@ class Bench:
         started_all = time.perf_counter() - started
 
         async def deposit_when_notified(account: str) -> float:
-            notice_id = f"{contract.case_id(account, 'crash')}:opened"
-            while notice_id not in self.receiver.received_at:
-                await asyncio.sleep(0.05)
+            await self.receiver.arrival(f"{contract.case_id(account, 'crash')}:opened")
             begun = time.perf_counter()
             await self.api.report_deposit(self, account, Deposit(deposit_id=f"{account}-cure", amount=D("500"),
                                                                  currency="USDT"))  # fmt: skip

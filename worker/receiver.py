@@ -34,6 +34,15 @@ class WebhookReceiver:
     behaviour: Behaviour = field(default_factory=Behaviour)
     notices: dict[str, dict[str, Any]] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)  # notice id -> time.time() of first receipt
+    waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
+
+    def arrival(self, notice_id: str) -> asyncio.Future[float]:
+        """A future resolved with the receipt time when ``notice_id`` first arrives."""
+        future = self.waiters.setdefault(notice_id, asyncio.get_running_loop().create_future())
+        if notice_id in self.received_at and not future.done():
+            future.set_result(self.received_at[notice_id])
+        return future
+
     attempts: int = 0
     rejected_signatures: int = 0
 
@@ -61,6 +70,9 @@ class WebhookReceiver:
             if notice_id not in self.notices:
                 self.notices[notice_id] = notice
                 self.received_at[notice_id] = time.time()
+                waiter = self.waiters.get(notice_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(self.received_at[notice_id])
                 if self.journal is not None:
                     with self.journal.open("a") as out:
                         out.write(json.dumps(notice) + "\n")
