@@ -595,3 +595,13 @@ async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositB
         currency=deposit.currency,
         already_credited=already,
     )
+
+
+class PostgresDeposits:
+    """The client API's ``DepositLedger`` over this ledger: what a deposit handler passes in."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def credit(self, deposit: DepositCredit) -> DepositBooking:
+        return await credit_deposit(self.pool, deposit)

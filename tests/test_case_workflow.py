@@ -21,7 +21,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from activities.ledger import collateral_account, credit_deposit
+from activities.ledger import PostgresDeposits, collateral_account
 from tests.conftest import CaseStack
 from worker.market import Trader, move_market, onboard
 from worker.receiver import Behaviour
@@ -33,8 +33,6 @@ from workflows.models import (
     CaseState,
     CaseStatus,
     Deposit,
-    DepositBooking,
-    DepositCredit,
     LiquidationPolicy,
     RiskEscalation,
 )
@@ -52,16 +50,6 @@ def fast_policy(**overrides: Any) -> CasePolicy:
     }
     values.update(overrides)
     return CasePolicy.model_validate(values)
-
-
-class Ledger:
-    """The deposit handler's ledger: the real PostgreSQL crediting path."""
-
-    def __init__(self, stack: CaseStack) -> None:
-        self.stack = stack
-
-    async def credit(self, deposit: DepositCredit) -> DepositBooking:
-        return await credit_deposit(self.stack.pool, deposit)
 
 
 async def account_with(stack: CaseStack, name: str, collateral: str) -> str:
@@ -150,14 +138,14 @@ async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) 
     assert status.deposit_needed == D("48")  # 198 - 150
 
     small = Deposit(deposit_id=f"{account}-d1", amount=D("10"), currency="USDT")
-    first = await api.report_deposit(Ledger(stack), account, small)
+    first = await api.report_deposit(PostgresDeposits(stack.pool), account, small)
     assert first.receipt is not None and first.receipt.counted
     assert first.receipt.state == CaseState.AWAITING_DEPOSIT and first.receipt.shortfall == D("38")
-    again = await api.report_deposit(Ledger(stack), account, small)
+    again = await api.report_deposit(PostgresDeposits(stack.pool), account, small)
     assert again.booking.already_credited and again.receipt is not None and not again.receipt.counted
 
     enough = Deposit(deposit_id=f"{account}-d2", amount=D("38"), currency="USDT")
-    cured = await api.report_deposit(Ledger(stack), account, enough)
+    cured = await api.report_deposit(PostgresDeposits(stack.pool), account, enough)
     assert cured.receipt is not None and cured.receipt.state == CaseState.CURED
     outcome = await finish(handle, "cured_by_deposit")
     assert outcome.state == CaseState.CURED
@@ -175,7 +163,7 @@ async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) 
 
     # After the case closed, a deposit is still credited; no case is started.
     late = Deposit(deposit_id=f"{account}-d3", amount=D("5"), currency="USDT")
-    report = await api.report_deposit(Ledger(stack), account, late)
+    report = await api.report_deposit(PostgresDeposits(stack.pool), account, late)
     assert not report.case_open and not report.booking.already_credited
 
 

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 from temporalio.api.enums.v1 import EventType
 
-from activities.ledger import collateral_account, credit_deposit
+from activities.ledger import PostgresDeposits, collateral_account, credit_deposit
 from tests.conftest import CaseStack
-from tests.test_case_workflow import Ledger, account_with, fast_policy, history_event_types, wait_state
+from tests.test_case_workflow import account_with, fast_policy, history_event_types, wait_state
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import CaseState, Deposit, DepositCredit, StaffAction
@@ -34,8 +34,8 @@ async def test_same_deposit_reported_concurrently_counts_once(stack: CaseStack) 
     await wait_state(handle, CaseState.AWAITING_DEPOSIT)
     deposit = Deposit(deposit_id=f"{account}-same", amount=D("5"), currency="USDT")
     reports = await asyncio.gather(
-        *(api.report_deposit(Ledger(stack), account, deposit) for _ in range(5)),
-        *(api.report_deposit(Ledger(stack), account, deposit, wait=False) for _ in range(5)),
+        *(api.report_deposit(PostgresDeposits(stack.pool), account, deposit) for _ in range(5)),
+        *(api.report_deposit(PostgresDeposits(stack.pool), account, deposit, wait=False) for _ in range(5)),
     )
     assert sum(not r.booking.already_credited for r in reports) == 1
     receipts = [r.receipt for r in reports if r.receipt]
@@ -85,7 +85,7 @@ async def test_staff_waive_racing_a_curing_deposit(stack: CaseStack) -> None:
     deposit = Deposit(deposit_id=f"{account}-cure", amount=D("100"), currency="USDT")
     results = await asyncio.gather(
         api.waive(account, StaffAction(operator="zoe", reason="race test")),
-        api.report_deposit(Ledger(stack), account, deposit),
+        api.report_deposit(PostgresDeposits(stack.pool), account, deposit),
         return_exceptions=True,
     )
     outcome = await asyncio.wait_for(handle.result(), 30)

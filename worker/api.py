@@ -21,7 +21,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.exceptions import CurrencyMismatch, IdempotencyConflict, InvalidAmount, UnknownAccount
-from activities.ledger import credit_deposit
+from activities.ledger import PostgresDeposits
 from worker.api_tokens import SCOPES as SCOPES
 from workflows import contract
 from workflows.client import MarginCallClient
@@ -183,13 +183,9 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
         """Credit the ledger (idempotent on deposit id), then report the deposit to the open case."""
         from workflows.models import Deposit
 
-        class Ledger:
-            async def credit(self, credit: DepositCredit) -> DepositBooking:
-                return await credit_deposit(pool, credit)
-
         try:
             report = await cases.report_deposit(
-                Ledger(),
+                PostgresDeposits(pool),
                 body.account_id,
                 Deposit(deposit_id=body.deposit_id, amount=body.amount, currency=body.currency),
             )

@@ -205,21 +205,19 @@ async def _start(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
-    from activities.ledger import credit_deposit
-    from workflows.models import Deposit, DepositBooking, DepositCredit
+    from activities.ledger import PostgresDeposits
+    from workflows.models import Deposit, DepositCredit
 
     deposit = Deposit.model_validate(
         {"deposit_id": args.deposit_id, "amount": args.amount, "currency": args.currency}
     )
     pool, embedded = await _with_database(settings)
 
-    class Ledger:
-        async def credit(self, credit: DepositCredit) -> DepositBooking:
-            return await credit_deposit(pool, credit)
+    ledger = PostgresDeposits(pool)
 
     try:
         if args.credit_only:
-            booking = await Ledger().credit(DepositCredit(account_id=args.account_id, **deposit.model_dump()))
+            booking = await ledger.credit(DepositCredit(account_id=args.account_id, **deposit.model_dump()))
             done = "already credited" if booking.already_credited else "credited"
             _print(
                 booking.model_dump(mode="json"),
@@ -228,7 +226,7 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 0
         api = await _client(settings)
-        report = await api.report_deposit(Ledger(), args.account_id, deposit, wait=not args.signal)
+        report = await api.report_deposit(ledger, args.account_id, deposit, wait=not args.signal)
     finally:
         await pool.close()
         if embedded is not None:

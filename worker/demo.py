@@ -22,7 +22,7 @@ from decimal import ROUND_UP, Decimal
 
 from activities import risk
 from activities.audit import check_ledger
-from activities.ledger import credit_deposit
+from activities.ledger import PostgresDeposits
 from worker.config import Settings
 from worker.market import LISTINGS, SETTLEMENT, Trader, list_venue, move_market, onboard
 from worker.stack import Stack, embedded_stack
@@ -31,8 +31,6 @@ from workflows.models import (
     CasePolicy,
     CaseState,
     Deposit,
-    DepositBooking,
-    DepositCredit,
     LiquidationPolicy,
     Position,
     StaffAction,
@@ -99,14 +97,6 @@ def _build(persona: Persona) -> Trader:
     )
 
 
-class _Ledger:
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-
-    async def credit(self, deposit: DepositCredit) -> DepositBooking:
-        return await credit_deposit(self.stack.pool, deposit)
-
-
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -132,11 +122,11 @@ async def _play_roles(stack: Stack, started: float, done: asyncio.Event) -> None
             needed = (status.deposit_needed or D(0)) + D(50)
             deposit = Deposit(deposit_id=f"{persona.name}-wire-1", amount=needed, currency=SETTLEMENT)
             if persona.plays == "deposit":
-                report = await api.report_deposit(_Ledger(stack), persona.name, deposit)
+                report = await api.report_deposit(PostgresDeposits(stack.pool), persona.name, deposit)
                 state = report.receipt.state.value if report.receipt else "no open case"
                 _say(f"{at}  deposit handler: {persona.name} wired {needed:,.2f} USDT -> case {state}")
             elif persona.plays == "signal-deposit":
-                await api.report_deposit(_Ledger(stack), persona.name, deposit, wait=False)
+                await api.report_deposit(PostgresDeposits(stack.pool), persona.name, deposit, wait=False)
                 _say(f"{at}  deposit handler: {persona.name} wired {needed:,.2f} USDT (reported by signal)")
             elif persona.plays == "waive":
                 await api.waive(persona.name, staff)
@@ -162,7 +152,7 @@ async def _deposit_later(
     api: MarginCallClient, stack: Stack, account: str, deposit: Deposit, after: float
 ) -> None:
     await asyncio.sleep(after)
-    report = await api.report_deposit(_Ledger(stack), account, deposit)
+    report = await api.report_deposit(PostgresDeposits(stack.pool), account, deposit)
     state = report.receipt.state.value if report.receipt else "no open case"
     _say(
         f"          deposit handler: {account} wired {deposit.amount:,.2f} USDT within the extension -> case {state}"
