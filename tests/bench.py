@@ -32,7 +32,7 @@ from temporalio.client import Client
 
 from activities import risk
 from activities.database import EmbeddedPostgres, create_pool
-from activities.ledger import LedgerActivities, credit_deposit
+from activities.ledger import LedgerActivities, PostgresDeposits
 from activities.migrate import migrate
 from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
 from tests.bench_scan_breaches import seed as seed_scan
@@ -49,8 +49,6 @@ from workflows.models import (
     CasePolicy,
     CaseState,
     Deposit,
-    DepositBooking,
-    DepositCredit,
     LiquidationPolicy,
     Position,
 )
@@ -78,9 +76,6 @@ class Bench:
     @property
     def api(self) -> MarginCallClient:
         return MarginCallClient(self.client)
-
-    async def credit(self, deposit: DepositCredit) -> DepositBooking:
-        return await credit_deposit(self.pool, deposit)
 
     async def gather_limited(self, coros: list[Any], limit: int = 200) -> list[Any]:
         gate = asyncio.Semaphore(limit)
@@ -162,7 +157,7 @@ class Bench:
         async def deposit_when_notified(account: str) -> float:
             await self.receiver.arrival(f"{contract.case_id(account, 'crash')}:opened")
             begun = time.perf_counter()
-            await self.api.report_deposit(self, account, Deposit(deposit_id=f"{account}-cure", amount=D("500"),
+            await self.api.report_deposit(PostgresDeposits(self.pool), account, Deposit(deposit_id=f"{account}-cure", amount=D("500"),
                                                                  currency="USDT"))  # fmt: skip
             return time.perf_counter() - begun
 
@@ -250,7 +245,7 @@ class Bench:
 
         async def one(account: str) -> None:
             begun = time.perf_counter()
-            await self.api.report_deposit(self, account, Deposit(deposit_id=f"{account}-small", amount=D("1"),
+            await self.api.report_deposit(PostgresDeposits(self.pool), account, Deposit(deposit_id=f"{account}-small", amount=D("1"),
                                                                  currency="USDT"))  # fmt: skip
             timings.append(time.perf_counter() - begun)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from activities.database import EmbeddedPostgres, create_pool
 from activities.exceptions import IdempotencyConflict
 from activities.exchange import set_position
-from activities.ledger import LedgerActivities, credit_deposit
+from activities.ledger import LedgerActivities, PostgresDeposits, credit_deposit
 from activities.migrate import migrate
 from tests.faults import FaultStack, WorkerProcess
 from worker.config import DEV_WEBHOOK_SECRET
@@ -42,7 +42,6 @@ from workflows.models import (
     CaseState,
     DeadlineExtension,
     Deposit,
-    DepositBooking,
     DepositCredit,
     LiquidationPolicy,
     StaffAction,
@@ -84,9 +83,6 @@ class Soak:
     @property
     def api(self) -> MarginCallClient:
         return MarginCallClient(self.stack.client)
-
-    async def credit(self, deposit: DepositCredit) -> DepositBooking:
-        return await credit_deposit(self.stack.pool, deposit)
 
     async def move_market(self, calm: bool = False) -> None:
         for name in self.marks:
@@ -136,7 +132,7 @@ class Soak:
                         deposit_id=f"{account}-{self.rng.randint(1, 4)}", amount=amount, currency="USDT"
                     )
                     report = await self.api.report_deposit(
-                        self, account, deposit, wait=self.rng.random() < 0.7
+                        PostgresDeposits(self.stack.pool), account, deposit, wait=self.rng.random() < 0.7
                     )
                     self.injected["deposit repeated" if report.booking.already_credited else "deposit"] += 1
                 elif roll < 0.6:
