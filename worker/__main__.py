@@ -2,6 +2,6 @@
 
 import sys
 
-from worker.cli import main
+from worker.cli import run
 
-sys.exit(main(["worker", *sys.argv[1:]]))
+run(["worker", *sys.argv[1:]])

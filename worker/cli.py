@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -351,5 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run(argv: Sequence[str] | None = None) -> None:
+    """The process entry point: run the command, then exit without interpreter teardown.
+
+    Everything the command opened is closed before ``main`` returns. Skipping
+    finalization avoids a known crash of short-lived Temporal client processes,
+    whose Rust threads can outlive the interpreter (temporalio/sdk-python#300);
+    ``margin-call start`` was seen to exit with SIGSEGV here.
+    """
+    code = main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
