@@ -23,6 +23,15 @@ from workflows.models import Notice, NoticeDelivery
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = timedelta(minutes=5)
+NOTIFIER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+# A crash sends hundreds of notices at once: keep the connections open between
+# them (httpx keeps 20 by default, so the rest were opened and closed per notice).
+NOTIFIER_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+
+def notifier_http_client() -> httpx.AsyncClient:
+    """The HTTP client a worker's notifier owns for its lifetime."""
+    return httpx.AsyncClient(timeout=NOTIFIER_TIMEOUT, limits=NOTIFIER_LIMITS)
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

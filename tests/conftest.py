@@ -26,6 +26,11 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Workers started by the tests, in this process or as CLI children, run each
+# case in Temporal's workflow sandbox: a non-deterministic call in workflow code
+# fails here even though production runs without the sandbox (worker/worker.py).
+os.environ["MARGIN_CALL_WORKFLOW_SANDBOX"] = "on"
+
 TEMPLATE = "margin_call_template"
 _counter = itertools.count()
 
@@ -178,7 +183,7 @@ async def case_worker(
 
     hook, url = receiver
     pool = await create_pool(case_ledger_url, max_size=10)
-    async with running_worker(temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET):
+    async with running_worker(temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET, sandboxed=True):
         yield CaseStack(temporal_env.client, pool, hook, url, case_ledger_url)
     await pool.close()
 

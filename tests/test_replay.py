@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from workflows.case import MarginCallWorkflow
 
@@ -28,9 +29,18 @@ def test_every_path_has_a_recorded_history() -> None:
     assert {h.stem for h in HISTORIES} >= PATHS
 
 
+# Production runs unsandboxed (worker/worker.py); the sandbox catches a
+# non-deterministic call that the histories alone might not exercise.
+RUNNERS = {"sandboxed": SandboxedWorkflowRunner, "unsandboxed": UnsandboxedWorkflowRunner}
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("history_file", HISTORIES, ids=[h.stem for h in HISTORIES])
-async def test_replays_deterministically(history_file: Path) -> None:
+async def test_replays_deterministically(history_file: Path, runner: str) -> None:
     history = WorkflowHistory.from_json(history_file.stem, history_file.read_text())
-    replayer = Replayer(workflows=[MarginCallWorkflow], data_converter=pydantic_data_converter)
+    workflow_runner: WorkflowRunner = RUNNERS[runner]()
+    replayer = Replayer(
+        workflows=[MarginCallWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

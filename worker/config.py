@@ -32,6 +32,7 @@ class Settings:
     metrics_port: int | None
     max_concurrent_activities: int
     api_tokens: dict[str, frozenset[str]]
+    workflow_sandbox: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -86,6 +87,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     namespace = env.get("MARGIN_CALL_NAMESPACE", "default")
     if not namespace or len(namespace) > 200:
         problems.append("MARGIN_CALL_NAMESPACE: must be 1..200 characters")
+    raw_sandbox = env.get("MARGIN_CALL_WORKFLOW_SANDBOX", "off").lower()
+    if raw_sandbox not in ("on", "off"):
+        problems.append(f"MARGIN_CALL_WORKFLOW_SANDBOX: {raw_sandbox!r} is not on or off")
     if problems:
         raise ConfigError("bad configuration:\n  " + "\n  ".join(problems))
     return Settings(
@@ -98,4 +102,5 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         metrics_port=metrics_port,
         max_concurrent_activities=int(raw_slots) if raw_slots.isdigit() else 200,
         api_tokens=api_tokens,
+        workflow_sandbox=raw_sandbox == "on",
     )

@@ -115,6 +115,7 @@ async def embedded_stack(
                 notifier_url,
                 settings.webhook_secret,
                 max_concurrent_activities=settings.max_concurrent_activities,
+                sandboxed=settings.workflow_sandbox,
             )
         )
         monitor = RiskMonitor(LedgerActivities(pool), MarginCallClient(client), policy or CasePolicy())

@@ -19,16 +19,15 @@ import asyncpg
 import httpx
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.ledger import LedgerActivities
-from activities.notifier import NotifierActivities
+from activities.notifier import NotifierActivities, notifier_http_client
 from workflows import contract
 from workflows.case import MarginCallWorkflow
 
 log = logging.getLogger("margin_call.worker")
-
-NOTIFIER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
 def build_worker(
@@ -40,10 +39,18 @@ def build_worker(
     *,
     max_concurrent_activities: int = 200,
     max_cached_cases: int = 5000,
+    sandboxed: bool = False,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> Worker:
-    """The worker; ``extra_*`` lets the benchmark host its ceiling workflow under the same settings."""
+    """The worker; ``extra_*`` lets the benchmark host its ceiling workflow under the same settings.
+
+    ``sandboxed`` runs each case in Temporal's workflow sandbox, which re-imports
+    the workflow module per case and proxies every import: about a third of the
+    worker's CPU per case in ``make bench``. Production runs without it; the test
+    suite runs with it, so a non-deterministic call in workflow code still fails
+    there, and the recorded histories are replayed both ways.
+    """
     ledger = LedgerActivities(pool)
     notifier = NotifierActivities(http, notifier_url, webhook_secret)
     return Worker(
@@ -70,6 +77,7 @@ def build_worker(
         max_concurrent_workflow_task_polls=10,
         max_concurrent_activity_task_polls=10,
         graceful_shutdown_timeout=timedelta(seconds=10),
+        workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
     )
 
 
@@ -81,12 +89,13 @@ async def running_worker(
     webhook_secret: str,
     *,
     max_concurrent_activities: int = 200,
+    sandboxed: bool = False,
 ) -> AsyncIterator[Worker]:
     """A started worker with its own pool and HTTP client, torn down in order."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20, command_timeout=30)
     assert pool is not None
     try:
-        async with httpx.AsyncClient(timeout=NOTIFIER_TIMEOUT) as http:
+        async with notifier_http_client() as http:
             worker = build_worker(
                 client,
                 pool,
@@ -94,6 +103,7 @@ async def running_worker(
                 notifier_url,
                 webhook_secret,
                 max_concurrent_activities=max_concurrent_activities,
+                sandboxed=sandboxed,
             )
             async with worker:
                 log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
