@@ -17,7 +17,7 @@ from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal
 import asyncpg
 from temporalio import activity
 
-from activities import failpoints, planner, risk
+from activities import failpoints, risk
 from activities.exceptions import (
     AccountAboveMaintenance,
     CurrencyMismatch,
@@ -42,7 +42,6 @@ from workflows.models import (
     Fill,
     LiquidationPlan,
     MarginSnapshot,
-    PlanRequest,
     Portfolio,
     StageRequest,
     StageResult,
@@ -239,11 +238,6 @@ class LedgerActivities:
                     f"call_id: case {opening.case_id} already closed; open a new case with a new call id"
                 )
             return snapshot
-
-    @activity.defn(name="plan_liquidation_stage")
-    async def plan_liquidation_stage(self, request: PlanRequest) -> LiquidationPlan:
-        """Pure: decide the next stage from a snapshot (run as a local activity)."""
-        return planner.plan_stage(request.snapshot, request.policy)
 
     @activity.defn(name="execute_liquidation_stage")
     @non_retryable

@@ -1,7 +1,7 @@
 """Which position to sell next, and how much: the partial-liquidation planner.
 
-Pure, so that the workflow can ask for a plan as a cheap local activity and the
-property tests can check its promises: never flip a side, never sell more than
+Pure and deterministic, so that the case workflow plans each stage in its own
+code (no activity, no history event) and the property tests can check its promises: never flip a side, never sell more than
 the target needs, one position per stage.
 """
 

@@ -40,7 +40,9 @@ async def test_replays_deterministically(history_file: Path, runner: str) -> Non
     history = WorkflowHistory.from_json(history_file.stem, history_file.read_text())
     workflow_runner: WorkflowRunner = RUNNERS[runner]()
     replayer = Replayer(
-        workflows=[MarginCallWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner
+        workflows=[MarginCallWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

@@ -60,7 +60,6 @@ def build_worker(
         activities=[
             ledger.open_case,
             ledger.load_margin_snapshot,
-            ledger.plan_liquidation_stage,
             ledger.execute_liquidation_stage,
             ledger.settle_bankruptcy,
             ledger.record_deposit,

@@ -19,6 +19,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.planner import plan_stage
     from workflows import contract
     from workflows.models import (
         CLOSED_STATES,
@@ -34,12 +35,10 @@ with workflow.unsafe.imports_passed_through():
         DeadlineExtension,
         Deposit,
         DepositReceipt,
-        LiquidationPlan,
         MarginSnapshot,
         Notice,
         NoticeDelivery,
         NoticeKind,
-        PlanRequest,
         StaffAction,
         StageRecord,
         StageRequest,
@@ -232,13 +231,10 @@ class MarginCallWorkflow:
             liquidation = policy.liquidation
             if stage >= policy.max_stages:
                 liquidation = liquidation.model_copy(update={"fraction_per_stage": Decimal(1)})
-            plan = await workflow.execute_local_activity(
-                "plan_liquidation_stage",
-                PlanRequest(snapshot=snapshot, policy=liquidation),
-                result_type=LiquidationPlan,
-                start_to_close_timeout=timedelta(seconds=10),
-                summary=f"Plan stage {stage}",
-            )
+            # Planning is pure arithmetic on the snapshot the ledger returned:
+            # done here, not as an activity, it costs no history event, and the
+            # plan is still written to history as the stage activity's input.
+            plan = plan_stage(snapshot, liquidation)
             try:
                 result = await self._ledger(
                     "execute_liquidation_stage",
@@ -517,7 +513,9 @@ class MarginCallWorkflow:
             f"stage {result.stage} {sold or 'sold nothing'}, fee {self._fmt(result.fee)} to the insurance fund"
         )
         self._observe(after)
-        self._publish()  # the stage count is a search attribute
+        # The stage count is a search attribute; when this stage ends the
+        # liquidation, the close that follows upserts it with the outcome.
+        self._publish(search=after.in_breach and bool(after.portfolio.positions))
         self._notify(
             NoticeKind.LIQUIDATION_STAGE,
             f"stage:{result.stage}",

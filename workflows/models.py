@@ -186,11 +186,6 @@ class LiquidationPlan(Contract):
     reason: str
 
 
-class PlanRequest(Contract):
-    snapshot: MarginSnapshot
-    policy: LiquidationPolicy
-
-
 class StageRequest(Contract):
     case_id: Identifier
     stage: int = Field(ge=1, le=1000)
