@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from httpx_aiohttp import HttpxAiohttpClient
 from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -30,8 +31,13 @@ NOTIFIER_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=10
 
 
 def notifier_http_client() -> httpx.AsyncClient:
-    """The HTTP client a worker's notifier owns for its lifetime."""
-    return httpx.AsyncClient(timeout=NOTIFIER_TIMEOUT, limits=NOTIFIER_LIMITS)
+    """The HTTP client a worker's notifier owns for its lifetime.
+
+    httpx's API over aiohttp's connection handling: httpx's own transport cost
+    about 6.5 ms of CPU per notice against 1.1 ms here (encode/httpx#3215), and
+    a crash sends thousands of notices from the same process that runs the cases.
+    """
+    return HttpxAiohttpClient(timeout=NOTIFIER_TIMEOUT, limits=NOTIFIER_LIMITS)
 
 
 def _retry_after(response: httpx.Response) -> timedelta | None:

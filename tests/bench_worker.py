@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Callable
 
 import asyncpg
 
@@ -23,8 +24,28 @@ from worker.worker import build_worker, stop_on_signals
 from workflows.client import connect
 
 
+def profiled(path: str) -> Callable[[], None]:
+    """Profile every thread (workflow tasks run on the SDK's executor threads); returns the dumper."""
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.start()
+
+    def dump() -> None:
+        yappi.stop()
+        with open(path, "w") as out:
+            yappi.get_func_stats().sort("tsub").print_all(
+                out,
+                columns={0: ("name", 110), 1: ("ncall", 10), 2: ("tsub", 8), 3: ("ttot", 8), 4: ("tavg", 8)},
+            )
+            yappi.get_thread_stats().print_all(out)
+
+    return dump
+
+
 async def serve(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
+    dump = profiled(args.profile) if args.profile else None
     client = await connect(args.address)
     pool = await asyncpg.create_pool(args.database_url, min_size=1, max_size=20, command_timeout=30)
     assert pool is not None
@@ -39,6 +60,8 @@ async def serve(args: argparse.Namespace) -> None:
                 await stop.wait()
     finally:
         await pool.close()
+        if dump is not None:
+            dump()
 
 
 def main() -> None:
@@ -50,6 +73,7 @@ def main() -> None:
     parser.add_argument("--notifier-url", required=True)
     parser.add_argument("--activity-slots", type=int, default=200)
     parser.add_argument("--sandboxed", action="store_true")
+    parser.add_argument("--profile", metavar="FILE", help="write a CPU profile of every thread (needs yappi)")
     asyncio.run(serve(parser.parse_args()))
     os._exit(0)  # no interpreter teardown after a Temporal client (temporalio/sdk-python#300)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -33,12 +34,41 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
+# Server settings for the embedded stack, where one history shard holds every case.
+# The defaults suit a cluster of many shards; ``make bench`` measured each change.
+EMBEDDED_DYNAMIC_CONFIG: dict[str, object] = {
+    # An activity scheduled by a workflow task goes back to the worker in the
+    # task's completion reply when it has a free slot, skipping matching.
+    "system.enableActivityEagerExecution": True,
+    # Mutable-state and events caches are per shard (512 entries by default):
+    # with one shard, a crash's thousands of cases would be re-read from SQLite
+    # on every task.
+    "history.cacheMaxSize": 20_000,
+    "history.eventsCacheMaxSize": 20_000,
+}
+
+
+def dynamic_config_flags(values: dict[str, object]) -> list[str]:
+    flags = []
+    for key, value in values.items():
+        flags += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    return flags
+
+
 class TemporalDevServer:
-    def __init__(self, database: Path, port: int = 7233, ui: bool = True, ip: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        database: Path,
+        port: int = 7233,
+        ui: bool = True,
+        ip: str = "127.0.0.1",
+        dynamic_config: dict[str, object] | None = None,
+    ) -> None:
         self.database = database
         self.port = port
         self.ui = ui
         self.ip = ip
+        self.dynamic_config = EMBEDDED_DYNAMIC_CONFIG if dynamic_config is None else dynamic_config
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -61,6 +91,7 @@ class TemporalDevServer:
             "--sqlite-pragma", "synchronous=NORMAL",
             "--log-level", "error",
             *search_attribute_flags(),
+            *dynamic_config_flags(self.dynamic_config),
         ]  # fmt: skip
         if self.ui:
             args += ["--ui-port", str(self.port + 1000), "--ui-ip", self.ip]
