@@ -532,6 +532,12 @@ async def run(args: argparse.Namespace) -> None:
                         print(f"crash, {crash_path} path ...", flush=True)
                         await bench.crash(args.accounts, crash_path, rate)
                     await bench.cost(args.accounts)
+                    if 0 < args.flat_from < args.accounts:
+                        for crash_path in ("cured", "liquidation"):
+                            print(
+                                f"crash, {crash_path} path, N = {args.flat_from} for flatness ...", flush=True
+                            )
+                            await bench.crash(args.flat_from, crash_path, rate)
                     print("deposits ...", flush=True)
                     await bench.deposits(args.open, args.deposit_rate)
                     print("deadlines ...", flush=True)
@@ -577,6 +583,13 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             ("  full-lifecycle cases per second",
              f"{crash['cases_per_second']:.1f}/s ({crash['ratio_to_ceiling']:.2f}x)", goal),
         ]  # fmt: skip
+    small = args.flat_from
+    for crash_path in goals:
+        if f"crash_{crash_path}_{small}" in f:
+            at_small = f[f"crash_{crash_path}_{small}"]["cases_per_second"]
+            at_n = f[f"crash_{crash_path}_{n}"]["cases_per_second"]
+            rows.append((f"flatness, {crash_path}: cases/s at N = {small} -> {n}",
+                         f"{at_small:.1f} -> {at_n:.1f}/s ({at_n / at_small - 1:+.0%})", "within 20 %"))  # fmt: skip
     rows += [
         (f"submit_deposit p50 / p99 ({f['deposits']['open_cases']} open, "
          f"{f['deposits']['arrivals_per_second']:.0f} arriving/s)",
@@ -623,6 +636,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000, choices=[100, 500, 1000, 2000, 10000])
     parser.add_argument("--open", type=int, default=1000)
     parser.add_argument("--deadlines", type=int, default=1000)
+    parser.add_argument(
+        "--flat-from", type=int, default=500, help="also crash this N, for flatness (0: skip)"
+    )
     parser.add_argument("--deposit-rate", type=float, default=20.0, help="deposits arriving per second")
     parser.add_argument("--scan", default="10000,100000,1000000")
     parser.add_argument("--port", type=int, default=7433)
