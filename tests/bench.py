@@ -165,9 +165,9 @@ class Bench:
         timeline: list[dict[str, Any]] = []
         self.timelines[path] = timeline
         sampler = asyncio.create_task(self.sample_states(accounts, detected, timeline))
-        await self.wait_closed(accounts, timeout=1800)
+        # A deposit that fails stops the run at once instead of leaving its case to the deadline.
+        await asyncio.gather(self.wait_closed(accounts, timeout=1800), *deposit_tasks)
         sampler.cancel()
-        await asyncio.gather(*deposit_tasks)
         first_notice = [
             self.receiver.received_at[f"{contract.case_id(a, 'crash')}:opened"] - detected for a in accounts
         ]

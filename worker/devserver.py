@@ -45,6 +45,9 @@ EMBEDDED_DYNAMIC_CONFIG: dict[str, object] = {
     # on every task.
     "history.cacheMaxSize": 20_000,
     "history.eventsCacheMaxSize": 20_000,
+    # Long-running calls per namespace (polls, and updates waiting for their
+    # result): 1,200 by default, which 2,000 traders depositing at once exceed.
+    "frontend.namespaceCount": 20_000,
 }
 
 

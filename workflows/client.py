@@ -23,7 +23,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
-from temporalio.service import RPCStatusCode, TLSConfig
+from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
 from workflows import contract
 from workflows.models import (
@@ -41,14 +41,24 @@ from workflows.models import (
     StaffAction,
 )
 
+CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)
+
 
 async def connect(
     address: str, namespace: str = "default", tls: TLSConfig | bool = False, runtime: Runtime | None = None
 ) -> Client:
-    """A Temporal client that speaks our models (decimals travel as strings)."""
+    """A Temporal client that speaks our models (decimals travel as strings).
+
+    Calls are retried for up to a minute (the SDK's default gives up after 10 s):
+    in a crash thousands of traders deposit at once, and a server that answers
+    RESOURCE_EXHAUSTED for a while must not turn a credited deposit into an
+    error. Every call we make is safe to repeat (update ids are reused, the
+    deposit id is counted once, a second start joins the open case).
+    """
     return await Client.connect(
-        address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter, runtime=runtime
-    )
+        address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter, runtime=runtime,
+        retry_config=CALL_RETRY,
+    )  # fmt: skip
 
 
 class DepositLedger(Protocol):
