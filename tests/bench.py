@@ -72,6 +72,7 @@ class Bench:
     receiver: WebhookReceiver
     figures: dict[str, Any] = field(default_factory=dict)
     workers: list[asyncio.subprocess.Process] = field(default_factory=list)
+    server_pid: int | None = None
     timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
@@ -90,6 +91,7 @@ class Bench:
     # --- ceiling ------------------------------------------------------------------
 
     async def ceiling(self, n: int) -> float:
+        cpu = self.cpu_seconds()
         started = time.perf_counter()
 
         async def one(i: int) -> int:
@@ -100,7 +102,9 @@ class Bench:
 
         await self.gather_limited([one(i) for i in range(n)])
         elapsed = time.perf_counter() - started
-        self.figures[f"ceiling_{n}"] = {"workflows": n, "seconds": elapsed, "per_second": n / elapsed}
+        self.figures[f"ceiling_{n}"] = {
+            "workflows": n, "seconds": elapsed, "per_second": n / elapsed, **self.cpu_per_case(cpu, n),
+        }  # fmt: skip
         print(f"  ceiling: {n} trivial workflows in {elapsed:.1f} s = {n / elapsed:.1f}/s", flush=True)
         return n / elapsed
 
@@ -142,6 +146,7 @@ class Bench:
             )  # fmt: skip
         async with self.pool.acquire() as conn:
             await move_market(conn, CRASH)
+        cpu = self.cpu_seconds()
         detected = time.time()
         started = time.perf_counter()
         # The risk monitor's work: one scan, then a start per breached account.
@@ -187,6 +192,7 @@ class Bench:
             "cases_per_second": n / done,
             "ratio_to_ceiling": n / done / ceiling_rate,
             "outcomes": outcomes,
+            **self.cpu_per_case(cpu, n),
             "first_notice_samples": first_notice,
         }
         print(f"  crash {n} ({path}): all notified in {max(first_notice):.1f} s, all closed in {done:.1f} s = "
@@ -287,6 +293,22 @@ class Bench:
         print(f"  memory with {n_waiting} waiting: worker RSS {self.figures['memory']['worker_rss_mb']:.0f} MB "
               f"(peak {self.figures['memory']['worker_peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by the worker processes and the Temporal server."""
+
+        def used(pid: int) -> float:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        return {
+            "worker": sum(used(p.pid) for p in self.workers),
+            "server": used(self.server_pid) if self.server_pid else 0.0,
+        }
+
+    def cpu_per_case(self, before: dict[str, float], cases: int) -> dict[str, float]:
+        after = self.cpu_seconds()
+        return {f"{k}_cpu_ms_per_case": (after[k] - before[k]) * 1000 / cases for k in after}
 
     def worker_memory(self, field_name: str) -> list[float]:
         """``VmRSS`` / ``VmHWM`` of each worker process, in MB."""
@@ -522,6 +544,7 @@ async def run(args: argparse.Namespace) -> None:
         client = await temporal.start()
         receiver = WebhookReceiver(DEV_WEBHOOK_SECRET)
         bench = Bench(client, pool, receiver)
+        bench.server_pid = temporal.process.pid if temporal.process else None
         try:
             async with serving(receiver.app(), args.receiver_port):
                 await start_workers(bench, args, temporal.address, url)
@@ -582,6 +605,9 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
              " / ".join(f"{crash['first_notice_latency'][q]:.1f}" for q in ("p50", "p95", "p99", "max")) + " s", ""),
             ("  full-lifecycle cases per second",
              f"{crash['cases_per_second']:.1f}/s ({crash['ratio_to_ceiling']:.2f}x)", goal),
+            ("  CPU per case: worker / Temporal server",
+             f"{crash['worker_cpu_ms_per_case']:.0f} / {crash['server_cpu_ms_per_case']:.0f} ms",
+             f"(ceiling {ceiling['worker_cpu_ms_per_case']:.0f} / {ceiling['server_cpu_ms_per_case']:.0f} ms)"),
         ]  # fmt: skip
     small = args.flat_from
     for crash_path in goals:

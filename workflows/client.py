@@ -8,10 +8,11 @@ so that this package never depends on the database driver.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from temporalio.client import (
     Client,
@@ -19,6 +20,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -41,6 +43,7 @@ from workflows.models import (
     StaffAction,
 )
 
+SUBMIT_DEPOSIT_ATTEMPTS = 5
 CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)
 
 
@@ -136,9 +139,7 @@ class MarginCallClient:
         handle = self.client.get_workflow_handle(contract.workflow_id(account_id))
         try:
             if wait:
-                receipt = await handle.execute_update(
-                    contract.UPDATE_SUBMIT_DEPOSIT, deposit, result_type=DepositReceipt
-                )
+                receipt = await self._submit_deposit(handle, deposit)
                 return DepositReport(booking=booking, receipt=receipt, case_open=True)
             await handle.signal(contract.SIGNAL_DEPOSIT, deposit)
             return DepositReport(booking=booking, receipt=None, case_open=True)
@@ -150,6 +151,28 @@ class MarginCallClient:
             if "case is closed" in str(error.cause):
                 return DepositReport(booking=booking, receipt=None, case_open=False)
             raise
+
+    @staticmethod
+    async def _submit_deposit(handle: WorkflowHandle[Any, Any], deposit: Deposit) -> DepositReceipt:
+        """The update, asked again under the same update id if the case is slow to answer.
+
+        An overloaded case can take longer than one call's deadline to answer;
+        the deposit is already credited, so we keep asking, a bounded number of
+        times, and the server joins each retry to the same update. (Each report
+        has its own id: a second report of the deposit is answered "not counted".)
+        """
+        update_id = f"deposit:{deposit.deposit_id}:{uuid.uuid4().hex}"
+        for attempt in range(1, SUBMIT_DEPOSIT_ATTEMPTS + 1):
+            try:
+                receipt: DepositReceipt = await handle.execute_update(
+                    contract.UPDATE_SUBMIT_DEPOSIT, deposit, id=update_id,
+                    result_type=DepositReceipt,
+                )  # fmt: skip
+                return receipt
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                if attempt == SUBMIT_DEPOSIT_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
     async def status(self, account_id: str) -> CaseStatus:
         status: CaseStatus = await self.handle(account_id).query(
