@@ -79,6 +79,11 @@ def build_worker(
         # queue: the default ratio (0.2) left 2 of the 10 pollers there and the
         # first notices 16 s behind their start at N=500; 1.0 halved that.
         nonsticky_to_sticky_poll_ratio=1.0,
+        # A case's next task waits on this worker's sticky queue; under a
+        # crash's load it waited more than the default 10 s, timed out and went
+        # back through the normal queue (two more events and a full history each
+        # time). 30 s still hands a dead worker's cases to another one promptly.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=30),
         graceful_shutdown_timeout=timedelta(seconds=10),
         workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
     )
