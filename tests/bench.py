@@ -168,7 +168,7 @@ class Bench:
             [asyncio.create_task(deposit_when_notified(a)) for a in accounts] if path == "cured" else []
         )
         timeline: list[dict[str, Any]] = []
-        self.timelines[path] = timeline
+        self.timelines[f"{path} path, N = {n}"] = timeline
         sampler = asyncio.create_task(self.sample_states(accounts, detected, timeline))
         # A deposit that fails stops the run at once instead of leaving its case to the deadline.
         await asyncio.gather(self.wait_closed(accounts, timeout=1800), *deposit_tasks)
@@ -474,14 +474,15 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
     for axis, (crash_path, timeline) in zip(axes, timelines.items(), strict=False):
         for state in sorted({k for row in timeline for k in row if k != "t"}):
             axis.plot([r["t"] for r in timeline], [r.get(state, 0) for r in timeline], label=state)
-        axis.set_title(f"Crash, {crash_path} path: cases by state over time")
+        axis.set_title(f"Crash, {crash_path}: cases open / closed", fontsize=10)
         axis.set_xlabel("seconds after detection")
         axis.set_ylabel("cases")
         axis.legend(fontsize=8)
     latency = axes[-1]
     for key, crash in figures.items():
         if key.startswith("crash_"):
-            latency.hist(crash["first_notice_samples"], bins=40, alpha=0.6, label=key.split("_")[1])
+            path_name, n = key.split("_")[1:]
+            latency.hist(crash["first_notice_samples"], bins=40, alpha=0.6, label=f"{path_name}, N = {n}")
     latency.set_title("Detection to first notice delivered")
     latency.set_xlabel("seconds")
     latency.set_ylabel("cases")
