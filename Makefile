@@ -25,9 +25,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 BENCH_ACCOUNTS ?= 2000
+BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	$(PY) -m tests.bench --accounts $(BENCH_ACCOUNTS)
+	$(PY) -m tests.bench --accounts $(BENCH_ACCOUNTS) $(BENCH_ARGS)
 
 SOAK_MINUTES ?= 10
 SOAK_SEED ?= 42
