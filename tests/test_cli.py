@@ -85,11 +85,12 @@ async def test_start_deposit_list_show_and_act_from_the_command_line(stack: Case
 async def test_bad_configuration_names_each_variable() -> None:
     code, _, err = await margin_call(
         {"MARGIN_CALL_TEMPORAL_ADDRESS": "nowhere", "MARGIN_CALL_DATABASE_URL": "mysql://x",
-         "MARGIN_CALL_METRICS_PORT": "http"},
+         "MARGIN_CALL_METRICS_PORT": "http", "MARGIN_CALL_WORKFLOW_SANDBOX": "maybe"},
         "cases", "list",
     )  # fmt: skip
     assert code == 2
-    for name in ("MARGIN_CALL_TEMPORAL_ADDRESS", "MARGIN_CALL_DATABASE_URL", "MARGIN_CALL_METRICS_PORT"):
+    for name in ("MARGIN_CALL_TEMPORAL_ADDRESS", "MARGIN_CALL_DATABASE_URL", "MARGIN_CALL_METRICS_PORT",
+                 "MARGIN_CALL_WORKFLOW_SANDBOX"):  # fmt: skip
         assert name in err
 
 

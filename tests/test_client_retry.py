@@ -1,0 +1,60 @@
+"""The deposit receipt is asked for again, under the same update id, when a slow case misses a call's deadline.
+
+A pure unit: a stand-in handle plays the server, so the retry rule is checked
+without having to overload a real one (``make bench`` at N=2,000 is where it was seen).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+
+from workflows import contract
+from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient
+from workflows.models import CaseState, Deposit, DepositReceipt
+
+DEPOSIT = Deposit(deposit_id="d-1", amount=Decimal("100"), currency="USDT")
+RECEIPT = DepositReceipt(
+    deposit_id="d-1", counted=True, state=CaseState.CURED,
+    equity=Decimal("900"), maintenance_margin=Decimal("800"), shortfall=Decimal("0"),
+)  # fmt: skip
+
+
+class SlowCase:
+    """Times out ``timeouts`` times, then answers; records the update ids it was asked under."""
+
+    def __init__(self, timeouts: int) -> None:
+        self.timeouts = timeouts
+        self.update_ids: list[str] = []
+
+    async def execute_update(self, update: str, arg: Any, *, id: str, result_type: type) -> DepositReceipt:
+        assert update == contract.UPDATE_SUBMIT_DEPOSIT and arg == DEPOSIT and result_type is DepositReceipt
+        self.update_ids.append(id)
+        if len(self.update_ids) <= self.timeouts:
+            raise WorkflowUpdateRPCTimeoutOrCancelledError()
+        return RECEIPT
+
+
+async def test_a_slow_case_is_asked_again_under_the_same_update_id() -> None:
+    case = SlowCase(timeouts=2)
+    receipt = await MarginCallClient._submit_deposit(case, DEPOSIT)  # type: ignore[arg-type]
+    assert receipt == RECEIPT
+    assert len(case.update_ids) == 3 and len(set(case.update_ids)) == 1
+    assert case.update_ids[0].startswith("deposit:d-1:")
+
+
+async def test_asking_gives_up_after_a_bounded_number_of_calls() -> None:
+    case = SlowCase(timeouts=SUBMIT_DEPOSIT_ATTEMPTS)
+    with pytest.raises(WorkflowUpdateRPCTimeoutOrCancelledError):
+        await MarginCallClient._submit_deposit(case, DEPOSIT)  # type: ignore[arg-type]
+    assert len(case.update_ids) == SUBMIT_DEPOSIT_ATTEMPTS
+
+
+async def test_each_report_has_its_own_update_id() -> None:
+    first, second = SlowCase(timeouts=0), SlowCase(timeouts=0)
+    await MarginCallClient._submit_deposit(first, DEPOSIT)  # type: ignore[arg-type]
+    await MarginCallClient._submit_deposit(second, DEPOSIT)  # type: ignore[arg-type]
+    assert first.update_ids != second.update_ids
