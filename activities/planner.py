@@ -1,8 +1,9 @@
 """Which position to sell next, and how much: the partial-liquidation planner.
 
 Pure and deterministic, so that the case workflow plans each stage in its own
-code (no activity, no history event) and the property tests can check its promises: never flip a side, never sell more than
-the target needs, one position per stage.
+code (no activity, no history event) and the property tests can check its
+promises: never flip a side, never sell more than the target needs, one
+position per stage.
 """
 
 from __future__ import annotations

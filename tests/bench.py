@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -63,6 +63,16 @@ def pct(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def paced(coros: list[Coroutine[Any, Any, None]], rate: float) -> None:
+    """Start ``coros`` at ``rate`` per second whatever the earlier ones are doing (open loop)."""
+    began = time.perf_counter()
+    tasks = []
+    for i, coro in enumerate(coros):
+        await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+        tasks.append(asyncio.create_task(coro))
+    await asyncio.gather(*tasks)
 
 
 @dataclass
@@ -262,12 +272,7 @@ class Bench:
                                                                  currency="USDT"))  # fmt: skip
             timings.append(time.perf_counter() - begun)
 
-        tasks = []
-        began = time.perf_counter()
-        for i, account in enumerate(accounts):
-            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(account)))
-        await asyncio.gather(*tasks)
+        await paced([one(a) for a in accounts], rate)
         self.figures["deposits"] = {
             "open_cases": n_open,
             "arrivals_per_second": rate,
@@ -351,12 +356,7 @@ class Bench:
                                 pause_between_stages=timedelta(seconds=30))  # fmt: skip
             await self.api.open_case(account, "dl", policy)
 
-        began = time.perf_counter()
-        tasks = []
-        for i, account in enumerate(accounts):
-            await asyncio.sleep(max(0.0, began + i / start_rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(start(account)))
-        await asyncio.gather(*tasks)
+        await paced([start(a) for a in accounts], start_rate)
         await self.wait_first_stage(accounts)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

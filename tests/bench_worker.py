@@ -2,7 +2,7 @@
 
     python -m tests.bench_worker --address HOST:PORT --database-url URL --notifier-url URL
 
-The same ``build_worker`` settings as the product's worker, plus the ceiling
+The same ``running_worker`` as the product's worker as the product's worker, plus the ceiling
 workflow, so the ceiling and the cases are measured on the same worker. Kept
 out of the driver's process so that the driver and the webhook receiver do not
 share its interpreter lock. Runs until SIGTERM.
@@ -15,12 +15,9 @@ import asyncio
 import os
 from collections.abc import Callable
 
-import asyncpg
-
-from activities.notifier import notifier_http_client
 from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
 from worker.config import DEV_WEBHOOK_SECRET
-from worker.worker import build_worker, stop_on_signals
+from worker.worker import running_worker, stop_on_signals
 from workflows.client import connect
 
 
@@ -47,19 +44,14 @@ async def serve(args: argparse.Namespace) -> None:
     stop = stop_on_signals()
     dump = profiled(args.profile) if args.profile else None
     client = await connect(args.address)
-    pool = await asyncpg.create_pool(args.database_url, min_size=1, max_size=20, command_timeout=30)
-    assert pool is not None
     try:
-        async with notifier_http_client() as http:
-            worker = build_worker(
-                client, pool, http, args.notifier_url, DEV_WEBHOOK_SECRET,
-                max_concurrent_activities=args.activity_slots, sandboxed=args.sandboxed,
-                extra_workflows=[CeilingWorkflow], extra_activities=[ceiling_activity],
-            )  # fmt: skip
-            async with worker:
-                await stop.wait()
+        async with running_worker(
+            client, args.database_url, args.notifier_url, DEV_WEBHOOK_SECRET,
+            max_concurrent_activities=args.activity_slots, sandboxed=args.sandboxed,
+            extra_workflows=[CeilingWorkflow], extra_activities=[ceiling_activity],
+        ):  # fmt: skip
+            await stop.wait()
     finally:
-        await pool.close()
         if dump is not None:
             dump()
 

@@ -98,6 +98,8 @@ async def running_worker(
     *,
     max_concurrent_activities: int = 200,
     sandboxed: bool = False,
+    extra_workflows: Sequence[type] = (),
+    extra_activities: Sequence[Callable[..., Any]] = (),
 ) -> AsyncIterator[Worker]:
     """A started worker with its own pool and HTTP client, torn down in order."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20, command_timeout=30)
@@ -112,6 +114,8 @@ async def running_worker(
                 webhook_secret,
                 max_concurrent_activities=max_concurrent_activities,
                 sandboxed=sandboxed,
+                extra_workflows=extra_workflows,
+                extra_activities=extra_activities,
             )
             async with worker:
                 log.info("worker polling task_queue=%s", contract.TASK_QUEUE)

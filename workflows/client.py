@@ -8,6 +8,7 @@ so that this package never depends on the database driver.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -162,17 +163,17 @@ class MarginCallClient:
         has its own id: a second report of the deposit is answered "not counted".)
         """
         update_id = f"deposit:{deposit.deposit_id}:{uuid.uuid4().hex}"
-        for attempt in range(1, SUBMIT_DEPOSIT_ATTEMPTS + 1):
-            try:
-                receipt: DepositReceipt = await handle.execute_update(
-                    contract.UPDATE_SUBMIT_DEPOSIT, deposit, id=update_id,
-                    result_type=DepositReceipt,
-                )  # fmt: skip
-                return receipt
-            except WorkflowUpdateRPCTimeoutOrCancelledError:
-                if attempt == SUBMIT_DEPOSIT_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
+
+        async def ask() -> DepositReceipt:
+            receipt: DepositReceipt = await handle.execute_update(
+                contract.UPDATE_SUBMIT_DEPOSIT, deposit, id=update_id, result_type=DepositReceipt
+            )
+            return receipt
+
+        for _ in range(SUBMIT_DEPOSIT_ATTEMPTS - 1):
+            with contextlib.suppress(WorkflowUpdateRPCTimeoutOrCancelledError):
+                return await ask()
+        return await ask()
 
     async def status(self, account_id: str) -> CaseStatus:
         status: CaseStatus = await self.handle(account_id).query(
