@@ -9,7 +9,8 @@ Our exception hierarchy::
     ├── IdempotencyConflict       the same id was used before with another body
     ├── UnknownCase               no case record with that id
     ├── PositionsStillOpen        bankruptcy settlement asked for before close-out
-    └── AccountAboveMaintenance   a stage asked to sell from a healthy account
+    ├── AccountAboveMaintenance   a stage asked to sell from a healthy account
+    └── PolicyRefused             a case's policy is not the operator's, or overrides it out of bounds
 
 Every ``LedgerError`` is a caller's or a bug's doing, so the activities turn it
 into a non-retryable ``ApplicationError`` whose type is the class name; database
@@ -55,6 +56,10 @@ class PositionsStillOpen(LedgerError):
 
 class AccountAboveMaintenance(LedgerError):
     """The ledger shows the account healthy: a stage must not sell anything."""
+
+
+class PolicyRefused(LedgerError):
+    """The case names a policy the operator's book does not have, or overrides it beyond its bounds."""
 
 
 P = ParamSpec("P")

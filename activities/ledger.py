@@ -11,8 +11,10 @@ which serialises deposits, stages and settlements on the same account.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_UP, Decimal
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
+from typing import Any
 
 import asyncpg
 from temporalio import activity
@@ -24,6 +26,7 @@ from activities.exceptions import (
     IdempotencyConflict,
     InvalidAmount,
     LedgerError,
+    PolicyRefused,
     PositionsStillOpen,
     UnknownAccount,
     UnknownCase,
@@ -37,6 +40,7 @@ from workflows.models import (
     CaseClosing,
     CaseEvent,
     CaseOpening,
+    CollateralSale,
     DepositBooking,
     DepositCredit,
     Fill,
@@ -46,7 +50,8 @@ from workflows.models import (
     StageRequest,
     StageResult,
 )
-from workflows.money import AmountError, currency_decimals
+from workflows.money import AmountError, money_amount
+from workflows.policies import STANDARD_BOOK, PolicyBook, PolicyError
 
 ZERO = Decimal(0)
 
@@ -115,6 +120,7 @@ async def post_transfer(
 
 _SNAPSHOT_SQL = """
 SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
+  (SELECT decimals FROM assets WHERE asset = a.settlement_currency) AS currency_decimals,
   coalesce((
     SELECT json_agg(json_build_object(
              'asset', la.asset, 'amount', la.balance::text,
@@ -138,14 +144,41 @@ SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
 """
 
 
-async def read_snapshot(conn: asyncpg.Connection, account_id: str) -> MarginSnapshot:
-    """The account at current marks, in one round trip."""
+@dataclass(frozen=True)
+class Prices:
+    """Marks and collateral prices pinned from one read, for work that must not see them move."""
+
+    marks: dict[str, Decimal]
+    assets: dict[str, Decimal]
+
+    @classmethod
+    def of(cls, snapshot: MarginSnapshot) -> Prices:
+        portfolio = snapshot.portfolio
+        return cls(
+            marks={p.instrument: p.mark_price for p in portfolio.positions},
+            assets={c.asset: c.price for c in portfolio.collateral},
+        )
+
+    def pin(self, collateral: list[dict[str, Any]], positions: list[dict[str, Any]]) -> None:
+        for item in collateral:
+            if item["asset"] in self.assets:
+                item["price"] = str(self.assets[item["asset"]])
+        for item in positions:
+            if item["instrument"] in self.marks:
+                item["mark_price"] = str(self.marks[item["instrument"]])
+
+
+async def read_snapshot(
+    conn: asyncpg.Connection, account_id: str, prices: Prices | None = None
+) -> MarginSnapshot:
+    """The account at current marks (or at ``prices`` where given), in one round trip."""
     row = await conn.fetchrow(_SNAPSHOT_SQL, account_id)
     if row is None:
         raise UnknownAccount(f"account_id: no account {account_id!r}")
-    portfolio = Portfolio.model_validate(
-        {"collateral": json.loads(row["collateral"]), "positions": json.loads(row["positions"])}
-    )
+    collateral, positions = json.loads(row["collateral"]), json.loads(row["positions"])
+    if prices is not None:
+        prices.pin(collateral, positions)
+    portfolio = Portfolio.model_validate({"collateral": collateral, "positions": positions})
     as_of: datetime = row["as_of"]
     return MarginSnapshot(
         account_id=row["account_id"],
@@ -154,6 +187,7 @@ async def read_snapshot(conn: asyncpg.Connection, account_id: str) -> MarginSnap
         portfolio=portfolio,
         figures=risk.assess(portfolio),
         as_of=as_of,
+        currency_decimals=row["currency_decimals"],
     )
 
 
@@ -182,25 +216,99 @@ WITH exposure AS (
 )
 SELECT e.account_id, a.settlement_currency AS currency,
        coalesce(c.value, 0) + e.upnl AS equity, e.mm AS maintenance_margin,
-       e.mm - (coalesce(c.value, 0) + e.upnl) AS shortfall
+       e.mm - (coalesce(c.value, 0) + e.upnl) AS shortfall,
+       EXISTS (SELECT 1 FROM waivers w
+                WHERE w.account_id = e.account_id AND w.ended_at IS NULL
+                  AND (w.until IS NULL OR w.until > now())) AS waived
   FROM exposure e
   JOIN accounts a ON a.account_id = e.account_id
   LEFT JOIN collateral c ON c.account_id = e.account_id
  WHERE coalesce(c.value, 0) + e.upnl < e.mm
  ORDER BY shortfall DESC, e.account_id
- LIMIT $1
 """
 
 
-def _quantize(amount: Decimal, currency: str, rounding: str = ROUND_HALF_EVEN) -> Decimal:
-    return amount.quantize(Decimal(1).scaleb(-currency_decimals(currency)), rounding=rounding)
+def _quantize(amount: Decimal, places: int, rounding: str) -> Decimal:
+    """To the settlement currency's unit, as the ledger's ``assets.decimals`` defines it."""
+    with localcontext() as ctx:
+        ctx.prec = risk.PRECISION
+        return amount.quantize(Decimal(1).scaleb(-places), rounding=rounding)
+
+
+async def _sell_other_collateral(
+    conn: asyncpg.Connection,
+    request: BankruptcyRequest,
+    snapshot: MarginSnapshot,
+    settlement: str,
+    currency: str,
+    places: int,
+) -> list[CollateralSale]:
+    """Convert every positive non-settlement balance at its price, as transfers through the market.
+
+    Proceeds round down and the fee is capped at what the trader has left, so
+    neither the fund nor the trader gains from rounding, and the fund never
+    charges a fee it would then pay for itself.
+    """
+    balance: Decimal = await conn.fetchval(
+        "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", settlement
+    )
+    sales: list[CollateralSale] = []
+    for item in snapshot.portfolio.collateral:
+        if item.asset == currency or item.amount <= 0:
+            continue
+        await ensure_system_accounts(conn, item.asset)
+        prefix = f"bankruptcy:{request.case_id}:sell:{item.asset}"
+        proceeds = _quantize(item.amount * item.price, places, ROUND_DOWN)
+        await post_transfer(
+            conn,
+            f"{prefix}:collateral",
+            collateral_account(snapshot.account_id, item.asset),
+            system_account("market", item.asset),
+            item.asset,
+            item.amount,
+            "collateral_sale",
+            request.case_id,
+        )
+        if proceeds > 0:
+            await post_transfer(
+                conn,
+                f"{prefix}:proceeds",
+                system_account("market", currency),
+                settlement,
+                currency,
+                proceeds,
+                "collateral_sale",
+                request.case_id,
+                item.asset,
+            )
+        balance += proceeds
+        fee = _quantize(min(proceeds * request.fee_rate, max(ZERO, balance)), places, ROUND_DOWN)
+        if fee > 0:
+            await post_transfer(
+                conn,
+                f"{prefix}:fee",
+                settlement,
+                system_account("insurance_fund", currency),
+                currency,
+                fee,
+                "liquidation_fee",
+                request.case_id,
+                f"collateral sale {item.asset}",
+            )
+            balance -= fee
+        sales.append(
+            CollateralSale(asset=item.asset, amount=item.amount, price=item.price, proceeds=proceeds, fee=fee)
+        )
+    return sales
 
 
 class LedgerActivities:
     """Ledger reads and writes for the case workflow; owns the asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, policies: PolicyBook = STANDARD_BOOK) -> None:
         self.pool = pool
+        # The operator's book: every case opened through this worker is held to it.
+        self.policies = policies
 
     async def snapshot(self, account_id: str) -> MarginSnapshot:
         async with self.pool.acquire() as conn:
@@ -220,6 +328,11 @@ class LedgerActivities:
         A call id that already closed a case cannot open another: its stages and
         fills are keyed by the case id, so reusing it would replay old results.
         """
+        if opening.policy is not None:
+            try:
+                self.policies.check(opening.policy_name, opening.policy)
+            except PolicyError as error:
+                raise PolicyRefused(str(error)) from None
         async with self.pool.acquire() as conn, conn.transaction():
             snapshot = await read_snapshot(conn, opening.account_id)
             await conn.execute(
@@ -265,19 +378,26 @@ class LedgerActivities:
                     f"account {plan.account_id} is above maintenance (equity {before.figures.equity},"
                     f" maintenance {before.figures.maintenance_margin}): nothing sold"
                 )
+            await failpoints.reach("stage.checked")
+            places = before.places
+            # The prices the breach was checked at are the prices the stage fills
+            # at and caps its fee at: a mark written meanwhile (marks move without
+            # the account lock) cannot make it sell from an account that is
+            # healthy at the price it fills at.
+            prices = Prices.of(before)
+            marks = prices.marks
             collateral = await ensure_collateral_account(conn, plan.account_id, currency)
             await ensure_system_accounts(conn, currency)
             prefix = f"liquidation:{request.case_id}:{request.stage}"
             fills: list[Fill] = []
             for order in plan.orders:
                 position = await conn.fetchrow(
-                    "SELECT p.quantity, p.entry_price, m.price AS mark"
-                    "  FROM positions p JOIN mark_prices m ON m.instrument = p.instrument"
-                    " WHERE p.account_id = $1 AND p.instrument = $2 FOR UPDATE OF p",
+                    "SELECT quantity, entry_price FROM positions"
+                    " WHERE account_id = $1 AND instrument = $2 FOR UPDATE",
                     plan.account_id,
                     order.instrument,
                 )
-                if position is None:
+                if position is None or order.instrument not in marks:
                     continue
                 held: Decimal = position["quantity"]
                 sign = 1 if held > 0 else -1
@@ -285,12 +405,10 @@ class LedgerActivities:
                 if held == 0 or (order.side == "sell") != (held > 0):
                     continue
                 quantity = min(order.quantity, abs(held))
-                mark: Decimal = position["mark"]
+                mark = marks[order.instrument]
                 fill_price = mark * (1 - sign * plan.slippage)
                 # Rounded against the trader (floor), so rounding never lends them money.
-                pnl = _quantize(
-                    quantity * sign * (fill_price - position["entry_price"]), currency, ROUND_FLOOR
-                )
+                pnl = _quantize(quantity * sign * (fill_price - position["entry_price"]), places, ROUND_FLOOR)
                 if pnl > 0:
                     await post_transfer(
                         conn,
@@ -333,10 +451,10 @@ class LedgerActivities:
                     )
                 )
             sold = sum((f.notional for f in fills), ZERO)
-            after_sale = await read_snapshot(conn, plan.account_id)
+            after_sale = await read_snapshot(conn, plan.account_id, prices)
             # The fee is what the rate asks, capped at what the trader has left.
             leftover = max(ZERO, after_sale.figures.equity)
-            fee = _quantize(min(sold * plan.fee_rate, leftover), currency, ROUND_DOWN)
+            fee = _quantize(min(sold * plan.fee_rate, leftover), places, ROUND_DOWN)
             if fee > 0:
                 await post_transfer(
                     conn,
@@ -355,7 +473,7 @@ class LedgerActivities:
                 fills=fills,
                 sold_notional=sold,
                 fee=fee,
-                snapshot_after=await read_snapshot(conn, plan.account_id),
+                snapshot_after=await read_snapshot(conn, plan.account_id, prices),
             )
             await conn.execute(
                 "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result,"
@@ -396,27 +514,44 @@ class LedgerActivities:
     @activity.defn(name="settle_bankruptcy")
     @non_retryable
     async def settle_bankruptcy(self, request: BankruptcyRequest) -> BankruptcySettlement:
-        """Cover negative equity from the insurance fund; record the rest for auto-deleveraging."""
+        """Sell what other collateral is left, then cover what is still negative from the insurance fund.
+
+        The fund pays only for a trader who has nothing left: collateral in
+        other assets is sold first at the asset's price (less the liquidation
+        fee, capped at what is left), so a trader with net worth never keeps it
+        while the fund pays. What the fund cannot cover is the uncovered loss,
+        left for auto-deleveraging. Once per case: a retry returns the record.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             case = await conn.fetchrow(
                 "SELECT account_id FROM margin_call_cases WHERE case_id = $1", request.case_id
             )
             if case is None:
                 raise UnknownCase(f"case_id: no case {request.case_id!r}")
-            account = await self._lock_case_account(conn, request.case_id, case["account_id"])
+            account_id: str = case["account_id"]
+            account = await self._lock_case_account(conn, request.case_id, account_id)
             currency = account["settlement_currency"]
             done = await conn.fetchrow(
-                "SELECT * FROM bankruptcy_settlements WHERE case_id = $1", request.case_id
+                "SELECT *, collateral_sold::text AS sold FROM bankruptcy_settlements WHERE case_id = $1",
+                request.case_id,
             )
             if done is None:
-                snapshot = await read_snapshot(conn, case["account_id"])
+                snapshot = await read_snapshot(conn, account_id)
                 if snapshot.portfolio.positions:
                     raise PositionsStillOpen(
                         f"case {request.case_id}: close out every position before settling bankruptcy"
                     )
-                deficit = _quantize(max(ZERO, -snapshot.figures.equity), currency, ROUND_UP)
                 await ensure_system_accounts(conn, currency)
-                collateral = await ensure_collateral_account(conn, case["account_id"], currency)
+                settlement = await ensure_collateral_account(conn, account_id, currency)
+                sales = await _sell_other_collateral(
+                    conn, request, snapshot, settlement, currency, snapshot.places
+                )
+                balance: Decimal = await conn.fetchval(
+                    "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", settlement
+                )
+                # Down, so the fund never pays more than the loss; dust below the
+                # currency's unit stays on the trader's account, in the books.
+                deficit = _quantize(max(ZERO, -balance), snapshot.places, ROUND_DOWN)
                 fund_name = system_account("insurance_fund", currency)
                 fund: Decimal = await conn.fetchval(
                     "SELECT balance FROM ledger_accounts WHERE ledger_account = $1 FOR UPDATE", fund_name
@@ -428,7 +563,7 @@ class LedgerActivities:
                         conn,
                         f"bankruptcy:{request.case_id}:insurance_fund",
                         fund_name,
-                        collateral,
+                        settlement,
                         currency,
                         covered,
                         "insurance_fund_cover",
@@ -439,7 +574,7 @@ class LedgerActivities:
                         conn,
                         f"bankruptcy:{request.case_id}:uncovered",
                         system_account("uncovered_loss", currency),
-                        collateral,
+                        settlement,
                         currency,
                         uncovered,
                         "uncovered_loss",
@@ -447,12 +582,14 @@ class LedgerActivities:
                     )
                 done = await conn.fetchrow(
                     "INSERT INTO bankruptcy_settlements (case_id, account_id, deficit, covered_by_fund,"
-                    " uncovered_loss) VALUES ($1, $2, $3, $4, $5) RETURNING *",
+                    " uncovered_loss, collateral_sold) VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+                    " RETURNING *, collateral_sold::text AS sold",
                     request.case_id,
-                    case["account_id"],
+                    account_id,
                     deficit,
                     covered,
                     uncovered,
+                    json.dumps([sale.model_dump(mode="json") for sale in sales]),
                 )
             return BankruptcySettlement(
                 case_id=request.case_id,
@@ -460,26 +597,36 @@ class LedgerActivities:
                 deficit=done["deficit"],
                 covered_by_insurance_fund=done["covered_by_fund"],
                 uncovered_loss=done["uncovered_loss"],
+                collateral_sold=json.loads(done["sold"] or "[]"),
             )
 
-    @activity.defn(name="record_deposit")
-    @non_retryable
-    async def record_deposit(self, deposit: DepositCredit) -> DepositBooking:
-        """Credit a deposit to the trader's collateral; the same id twice counts once."""
-        return await credit_deposit(self.pool, deposit)
-
-    @activity.defn(name="scan_breaches")
     async def scan_breaches(self, scan: BreachScan) -> list[Breach]:
-        """Accounts with equity below maintenance, worst shortfall first, in one statement."""
+        """Every account with equity below maintenance, worst shortfall first, in one statement.
+
+        Read through a cursor ``scan.limit`` rows at a time, never cut at a
+        limit: accounts whose cases are already open must not crowd out one
+        that has none.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            return [Breach.model_validate(dict(r)) async for r in conn.cursor(_SCAN_SQL, prefetch=scan.limit)]
+
+    async def end_waivers_of_recovered(self, breached: set[str]) -> list[str]:
+        """End the open-ended waivers (and any past their time) of accounts no longer in breach."""
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_SCAN_SQL, scan.limit)
-        return [Breach.model_validate(dict(r)) for r in rows]
+            rows = await conn.fetch(
+                "UPDATE waivers SET ended_at = now(),"
+                " ended_why = CASE WHEN until <= now() THEN 'expired' ELSE 'account recovered' END"
+                " WHERE ended_at IS NULL AND (until <= now() OR NOT (account_id = ANY($1::text[])))"
+                " RETURNING account_id",
+                sorted(breached),
+            )
+        return [r["account_id"] for r in rows]
 
     @activity.defn(name="close_case")
     async def close_case(self, closing: CaseClosing) -> None:
         """Write the case's outcome to its record; rewriting the same outcome is harmless."""
         status = closing.status
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE margin_call_cases SET state = $2, closed_at = $3, outcome = $4::jsonb,"
                 " updated_at = now() WHERE case_id = $1",
@@ -488,11 +635,30 @@ class LedgerActivities:
                 status.closed_at,
                 status.model_dump_json(),
             )
+            # The notices the case still owes go to the outbox in the same
+            # transaction: the case completes now, the dispatcher delivers them.
+            deliver_by = (status.closed_at or datetime.now(UTC)) + closing.notice_delivery_window
+            await conn.executemany(
+                "INSERT INTO notice_outbox (notice_id, case_id, body, deliver_by)"
+                " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (notice_id) DO NOTHING",
+                [(n.notice_id, status.case_id, n.model_dump_json(), deliver_by) for n in closing.notices],
+            )
 
     @activity.defn(name="record_case_event")
     async def record_case_event(self, event: CaseEvent) -> None:
         """Add a line to the case's audit trail (once per event id)."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if event.kind == "waive":
+                # The waive's scope, for the risk monitor: no new case until then.
+                await conn.execute(
+                    "INSERT INTO waivers (case_id, account_id, until, operator, reason)"
+                    " SELECT case_id, account_id, $2, $3, $4 FROM margin_call_cases WHERE case_id = $1"
+                    " ON CONFLICT (case_id) DO NOTHING",
+                    event.case_id,
+                    event.until,
+                    event.operator or "",
+                    event.reason or "",
+                )
             await conn.execute(
                 "INSERT INTO case_events (case_id, event_id, at, kind, operator, reason, detail)"
                 " VALUES ($1, $2, $3, $4, $5, $6, jsonb_build_object('what', $7::text))"
@@ -527,13 +693,10 @@ async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositB
     Shared by the activity and the client API's deposit handler helper, which
     credits the ledger before it reports the deposit to the case.
     """
-    try:
-        currency_decimals(deposit.currency)
-    except AmountError as error:
-        raise InvalidAmount(str(error)) from None
     async with pool.acquire() as conn, conn.transaction():
         account = await conn.fetchrow(
-            "SELECT settlement_currency FROM accounts WHERE account_id = $1 FOR NO KEY UPDATE",
+            "SELECT a.settlement_currency, s.decimals FROM accounts a JOIN assets s ON s.asset = a.settlement_currency"
+            " WHERE a.account_id = $1 FOR NO KEY UPDATE OF a",
             deposit.account_id,
         )
         if account is None:
@@ -543,6 +706,11 @@ async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositB
                 f"currency: account {deposit.account_id} settles in {account['settlement_currency']},"
                 f" not {deposit.currency}"
             )
+        try:
+            # The ledger's decimals for the asset are the truth, whatever the well-known table says.
+            money_amount(deposit.amount, deposit.currency, places=account["decimals"])
+        except AmountError as error:
+            raise InvalidAmount(str(error)) from None
         seen = await conn.fetchrow(
             "SELECT account_id, asset, amount FROM deposits WHERE deposit_id = $1", deposit.deposit_id
         )
@@ -578,9 +746,9 @@ async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositB
         ):
             already = True
         else:
+            # Say nothing of the other deposit: it may be another trader's.
             raise IdempotencyConflict(
-                f"deposit_id: {deposit.deposit_id!r} was credited before as {seen['amount']} {seen['asset']}"
-                f" to {seen['account_id']}"
+                f"deposit_id: {deposit.deposit_id!r} was used before for another deposit"
             )
     return DepositBooking(
         deposit_id=deposit.deposit_id,
@@ -594,8 +762,10 @@ async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositB
 class PostgresDeposits:
     """The client API's ``DepositLedger`` over this ledger: what a deposit handler passes in."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, policies: PolicyBook = STANDARD_BOOK) -> None:
         self.pool = pool
+        # The operator's book: every case opened through this worker is held to it.
+        self.policies = policies
 
     async def credit(self, deposit: DepositCredit) -> DepositBooking:
         return await credit_deposit(self.pool, deposit)

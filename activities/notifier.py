@@ -11,7 +11,9 @@ never holds back a deadline or a stage.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -47,6 +49,16 @@ def _retry_after(response: httpx.Response) -> timedelta | None:
     return None
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one POST to the notifier came to."""
+
+    outcome: Literal["delivered", "retry", "refused", "unconfigured"]
+    status_code: int | None
+    retry_after: timedelta | None
+    detail: str
+
+
 class NotifierActivities:
     """Posts notices; owns the HTTP client. ``url`` None means notices are logged only."""
 
@@ -63,27 +75,39 @@ class NotifierActivities:
             "webhook-signature": self.webhook.sign(notice_id, at, body),
         }
 
-    @activity.defn(name="deliver_notice")
-    async def deliver_notice(self, notice: Notice) -> NoticeDelivery:
-        """One delivery attempt; raising lets Temporal retry with backoff."""
+    async def send(self, notice: Notice) -> Attempt:
+        """One signed POST, told as what it means for retrying; network errors propagate.
+
+        Shared by the ``deliver_notice`` activity and the outbox dispatcher, so
+        a notice is signed and judged the same way whoever sends it.
+        """
         if self.url is None:
             log.info("notice %s (%s) not sent: no notifier configured", notice.notice_id, notice.kind)
-            return NoticeDelivery(
-                notice_id=notice.notice_id, delivered=False, status_code=None, detail="no notifier configured"
-            )
+            return Attempt("unconfigured", None, None, "no notifier configured")
         body = notice.model_dump_json()
         headers = self.signed_headers(notice.notice_id, body, datetime.now(UTC))
         response = await self.client.post(self.url, content=body, headers=headers)
         status = response.status_code
         if 200 <= status < 300:
-            return NoticeDelivery(notice_id=notice.notice_id, delivered=True, status_code=status, detail="ok")
+            return Attempt("delivered", status, None, "ok")
         if status == 429 or status >= 500 or status == 408:
-            raise ApplicationError(
-                f"notifier answered {status}",
-                type="NotifierUnavailable",
-                next_retry_delay=_retry_after(response),
-            )
+            return Attempt("retry", status, _retry_after(response), f"notifier answered {status}")
         # 410 Gone and other client errors: the receiver will not take this notice, ever.
-        raise ApplicationError(
-            f"notifier refused the notice with {status}", type="NoticeRefused", non_retryable=True
+        return Attempt("refused", status, None, f"notifier refused the notice with {status}")
+
+    @activity.defn(name="deliver_notice")
+    async def deliver_notice(self, notice: Notice) -> NoticeDelivery:
+        """One delivery attempt; raising lets Temporal retry with backoff."""
+        attempt = await self.send(notice)
+        if attempt.outcome == "retry":
+            raise ApplicationError(
+                attempt.detail, type="NotifierUnavailable", next_retry_delay=attempt.retry_after
+            )
+        if attempt.outcome == "refused":
+            raise ApplicationError(attempt.detail, type="NoticeRefused", non_retryable=True)
+        return NoticeDelivery(
+            notice_id=notice.notice_id,
+            delivered=attempt.outcome == "delivered",
+            status_code=attempt.status_code,
+            detail=attempt.detail,
         )

@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +21,15 @@ from hypothesis import settings
 
 from activities.database import create_pool, resolve_database_url
 from activities.migrate import migrate
+from workflows.models import CasePolicy
+from workflows.policies import (
+    DEFAULT_POLICY,
+    DurationRange,
+    FractionRange,
+    NamedPolicy,
+    PolicyBook,
+    PolicyBounds,
+)
 
 # CI replays the same examples every run (a failure there reproduces here with CI=true);
 # developers' runs explore new ones.
@@ -32,6 +43,23 @@ if os.environ.get("CI"):
 os.environ["MARGIN_CALL_WORKFLOW_SANDBOX"] = "on"
 
 TEMPLATE = "margin_call_template"
+
+# The tests' operator lets a case set any field within CasePolicy's outer limits,
+# so that a test can run a deadline of seconds; production books are narrower.
+TEST_POLICIES = PolicyBook(
+    policies=[
+        NamedPolicy(
+            name=DEFAULT_POLICY,
+            bounds=PolicyBounds(
+                deadline=DurationRange(low=timedelta(seconds=1), high=timedelta(days=30)),
+                reminder=DurationRange(low=timedelta(seconds=1), high=timedelta(days=30)),
+                hard_threshold=FractionRange(low=Decimal(0), high=Decimal("0.99")),
+                max_deadline_extension=DurationRange(low=timedelta(0), high=timedelta(days=30)),
+            ),
+            overridable=list(CasePolicy.model_fields),
+        )
+    ]
+)
 _counter = itertools.count()
 
 
@@ -183,7 +211,9 @@ async def case_worker(
 
     hook, url = receiver
     pool = await create_pool(case_ledger_url, max_size=10)
-    async with running_worker(temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET, sandboxed=True):
+    async with running_worker(
+        temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET, sandboxed=True, policies=TEST_POLICIES
+    ):
         yield CaseStack(temporal_env.client, pool, hook, url, case_ledger_url)
     await pool.close()
 

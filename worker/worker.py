@@ -24,8 +24,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.ledger import LedgerActivities
 from activities.notifier import NotifierActivities, notifier_http_client
+from worker.outbox import NoticeDispatcher
 from workflows import contract
 from workflows.case import MarginCallWorkflow
+from workflows.policies import STANDARD_BOOK, PolicyBook
 
 log = logging.getLogger("margin_call.worker")
 
@@ -42,6 +44,7 @@ def build_worker(
     sandboxed: bool = False,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    policies: PolicyBook = STANDARD_BOOK,
 ) -> Worker:
     """The worker; ``extra_*`` lets the benchmark host its ceiling workflow under the same settings.
 
@@ -51,7 +54,7 @@ def build_worker(
     suite runs with it, so a non-deterministic call in workflow code still fails
     there, and the recorded histories are replayed both ways.
     """
-    ledger = LedgerActivities(pool)
+    ledger = LedgerActivities(pool, policies)
     notifier = NotifierActivities(http, notifier_url, webhook_secret)
     return Worker(
         client,
@@ -62,8 +65,6 @@ def build_worker(
             ledger.load_margin_snapshot,
             ledger.execute_liquidation_stage,
             ledger.settle_bankruptcy,
-            ledger.record_deposit,
-            ledger.scan_breaches,
             ledger.close_case,
             ledger.record_case_event,
             notifier.deliver_notice,
@@ -100,8 +101,9 @@ async def running_worker(
     sandboxed: bool = False,
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
+    policies: PolicyBook = STANDARD_BOOK,
 ) -> AsyncIterator[Worker]:
-    """A started worker with its own pool and HTTP client, torn down in order."""
+    """A started worker, with its own pool and HTTP client and the notice outbox's dispatcher, torn down in order."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20, command_timeout=30)
     assert pool is not None
     try:
@@ -116,10 +118,18 @@ async def running_worker(
                 sandboxed=sandboxed,
                 extra_workflows=extra_workflows,
                 extra_activities=extra_activities,
+                policies=policies,
             )
-            async with worker:
-                log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
-                yield worker
+            dispatcher = NoticeDispatcher(pool, NotifierActivities(http, notifier_url, webhook_secret))
+            stop = asyncio.Event()
+            outbox = asyncio.create_task(dispatcher.run(stop))
+            try:
+                async with worker:
+                    log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
+                    yield worker
+            finally:
+                stop.set()
+                await outbox
             log.info("worker stopped")
     finally:
         await pool.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import decimal
 from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import contract
     from workflows.models import (
         CLOSED_STATES,
+        MAX_DEADLINE,
         BankruptcyRequest,
         BankruptcySettlement,
         CaseClosing,
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         CaseInput,
         CaseOpening,
         CaseOutcome,
+        CasePolicy,
         CaseState,
         CaseStatus,
         DeadlineExtension,
@@ -44,12 +47,18 @@ with workflow.unsafe.imports_passed_through():
         StageRequest,
         StageResult,
         TimelineEntry,
+        Waiver,
+        describe_span,
     )
-    from workflows.money import AmountError, currency_decimals, money_amount
+    from workflows.money import AmountError, money_amount
     from workflows.validation import Submission, parse
 
 ZERO = Decimal(0)
+# Enough significant digits that quantizing any figure the ledger can hold never overflows the context.
+FIGURE_PRECISION = 120
 T = TypeVar("T")
+# Since this patch a case closes without waiting for its notices (the ledger's outbox delivers them).
+NOTICES_AFTER_CLOSE = "notices-after-close"
 AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEPOSIT})
 
 # Ledger work must finish: retry until it does, except for errors the ledger
@@ -71,7 +80,20 @@ def _money(value: Decimal) -> str:
 @workflow.defn(name=contract.WORKFLOW_TYPE)
 class MarginCallWorkflow:
     @workflow.init
-    def __init__(self, case: CaseInput) -> None:
+    def __init__(self, case: CaseInput | Submission) -> None:
+        # Any start is taken, even a malformed one from the ``temporal`` CLI: a
+        # bad input fails the case at once with words naming the field, instead
+        # of failing every workflow task (a wedged case that blocks the account).
+        self._input_problem: str | None = None
+        if isinstance(case, Submission):
+            try:
+                case = parse(CaseInput, case)
+            except ValueError as problem:
+                self._input_problem = str(problem)
+                raw = case.model_dump()
+                case = CaseInput.model_construct(
+                    account_id=str(raw.get("account_id", "?"))[:128], call_id="invalid", policy=CasePolicy()
+                )
         self._input = case
         self._case_id = contract.case_id(case.account_id, case.call_id)
         self._state = CaseState.OPEN
@@ -94,6 +116,9 @@ class MarginCallWorkflow:
         self._notices_sent = 0
         self._notices_failed: list[str] = []
         self._notice_tasks: list[asyncio.Task[None]] = []
+        # Notices sent and not yet settled (delivered or given up): a close hands these to the outbox.
+        self._undelivered: dict[str, Notice] = {}
+        self._notices_owed: list[str] = []
         self._events = 0
         self._timeline: list[TimelineEntry] = []
         self._alarm: asyncio.Task[None] | None = None
@@ -103,11 +128,21 @@ class MarginCallWorkflow:
     # --- the case ---------------------------------------------------------------
 
     @workflow.run
-    async def run(self, case: CaseInput) -> CaseOutcome:
+    async def run(self, case: CaseInput | Submission) -> CaseOutcome:
+        if self._input_problem is not None:
+            raise ApplicationError(
+                f"invalid case input: {self._input_problem}", type="CaseNotOpened", non_retryable=True
+            )
+        case = self._input
         if workflow.info().typed_search_attributes.get(contract.MARGIN_CALL_STATE) is None:
             self._publish()  # started without our search attributes (e.g. the temporal CLI)
         opening = CaseOpening(
-            case_id=self._case_id, account_id=case.account_id, call_id=case.call_id, opened_at=self._opened_at
+            case_id=self._case_id,
+            account_id=case.account_id,
+            call_id=case.call_id,
+            opened_at=self._opened_at,
+            policy_name=case.policy_name,
+            policy=case.policy,
         )
         try:
             snapshot = await self._ledger(
@@ -268,12 +303,23 @@ class MarginCallWorkflow:
             return await self._close(CaseState.CLOSED_OUT, "every position closed")
         settlement = await self._ledger(
             "settle_bankruptcy",
-            BankruptcyRequest(case_id=self._case_id),
+            BankruptcyRequest(case_id=self._case_id, fee_rate=self._input.policy.liquidation.fee_rate),
             BankruptcySettlement,
-            "Cover the negative equity from the insurance fund",
+            "Sell other collateral, then cover what is still negative from the insurance fund",
         )
         self._fund_used = settlement.covered_by_insurance_fund
         self._uncovered = settlement.uncovered_loss
+        for sale in settlement.collateral_sold:
+            self._log(
+                f"sold {sale.amount.normalize()} {sale.asset} collateral at {self._fmt(sale.price)}: "
+                f"proceeds {self._fmt(sale.proceeds)}, fee {self._fmt(sale.fee)} to the insurance fund"
+            )
+        if settlement.deficit == 0:
+            # Haircut equity was negative, but the trader's other collateral covered the loss.
+            await self._reread("Re-read the account after selling collateral")
+            return await self._close(
+                CaseState.CLOSED_OUT, "every position closed; collateral sold to cover the loss"
+            )
         self._log(
             f"bankrupt: deficit {self._fmt(settlement.deficit)}, insurance fund covered "
             f"{self._fmt(settlement.covered_by_insurance_fund)}, uncovered loss "
@@ -291,15 +337,31 @@ class MarginCallWorkflow:
             "margin_call_cases_closed", "margin call cases closed, by outcome"
         ).add(1, {"outcome": state.value})
         self._log(f"closed {state.value}: {why}")
-        if notify:
-            self._notify(NoticeKind.CLOSED, "closed", f"Margin call closed: {state.value} ({why}).")
-        # Bounded by each notice's delivery window; the case is already closed in search.
-        await asyncio.gather(*self._notice_tasks)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        status = self.status()
-        await self._ledger(
-            "close_case", CaseClosing(status=status), type(None), f"Record the outcome: {state.value}"
-        )
+        message = f"Margin call closed: {state.value} ({why})."
+        if workflow.patched(NOTICES_AFTER_CLOSE):
+            # The case completes now, so a new breach of the account opens a new
+            # case at once; what it still owes the trader (the close notice and
+            # any notice still retrying) goes to the ledger's outbox with the
+            # case record, and the dispatcher delivers it.
+            owed = list(self._undelivered.values())
+            if notify:
+                owed.append(self._notice(NoticeKind.CLOSED, "closed", message))
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            self._notices_owed = [notice.notice_id for notice in owed]
+            closing = CaseClosing(
+                status=self.status(),
+                notices=owed,
+                notice_delivery_window=self._input.policy.notice_delivery_window,
+            )
+        else:
+            # Histories recorded before the outbox waited here for every notice.
+            if notify:
+                self._notify(NoticeKind.CLOSED, "closed", message)
+            await asyncio.gather(*self._notice_tasks)
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            closing = CaseClosing(status=self.status())
+        status = closing.status
+        await self._ledger("close_case", closing, type(None), f"Record the outcome: {state.value}")
         return CaseOutcome(
             case_id=self._case_id, account_id=self._input.account_id, state=state, status=status
         )
@@ -385,17 +447,26 @@ class MarginCallWorkflow:
 
     @workflow.update(name=contract.UPDATE_WAIVE)
     async def waive(self, submission: Submission) -> CaseStatus:
-        action = parse(StaffAction, submission)
+        action = parse(Waiver, submission)
         self._waived = action
-        await self._staff_event("waive", action, "case waived without liquidation")
+        scope = f"until {action.until.isoformat()}" if action.until else "until the account recovers"
+        await self._staff_event(
+            "waive", action, f"case waived without liquidation; holds {scope}", until=action.until
+        )
         await workflow.wait_condition(lambda: self._state in CLOSED_STATES)
         return self.status()
 
     @waive.validator
     def _validate_waive(self, submission: Submission) -> None:
-        parse(StaffAction, submission)
+        waiver = parse(Waiver, submission)
         if self._state not in AWAITING or self._stages:
             raise ValueError(f"state: cannot waive a case that is {self._state.value}")
+        if waiver.until is not None:
+            if waiver.until.tzinfo is None:
+                raise ValueError("until: must carry a time zone")
+            now = workflow.now()
+            if not now < waiver.until <= now + MAX_DEADLINE:
+                raise ValueError(f"until: must be after now and at most {describe_span(MAX_DEADLINE)} ahead")
 
     @workflow.update(name=contract.UPDATE_FORCE_LIQUIDATION)
     async def force_liquidation(self, submission: Submission) -> CaseStatus:
@@ -432,6 +503,7 @@ class MarginCallWorkflow:
             uncovered_loss=self._uncovered,
             notices_sent=self._notices_sent,
             notices_failed=list(self._notices_failed),
+            notices_owed=list(self._notices_owed),
             timeline=list(self._timeline),
             closed_at=self._closed_at,
         )
@@ -443,7 +515,8 @@ class MarginCallWorkflow:
         if currency is not None and deposit.currency != currency:
             return f"currency: this case settles in {currency}, not {deposit.currency}"
         try:
-            money_amount(deposit.amount, deposit.currency)
+            places = self._snapshot.places if self._snapshot else None
+            money_amount(deposit.amount, deposit.currency, places=places)
         except AmountError as error:
             return str(error)
         return None
@@ -481,8 +554,9 @@ class MarginCallWorkflow:
         if self._snapshot is None:
             return None
         shortfall = self._snapshot.figures.shortfall
-        places = currency_decimals(self._snapshot.currency)
-        return shortfall.quantize(Decimal(1).scaleb(-places), rounding=ROUND_UP)
+        with decimal.localcontext() as ctx:
+            ctx.prec = FIGURE_PRECISION
+            return shortfall.quantize(Decimal(1).scaleb(-self._snapshot.places), rounding=ROUND_UP)
 
     def _record_stage(self, result: StageResult) -> None:
         after = result.snapshot_after
@@ -547,7 +621,9 @@ class MarginCallWorkflow:
             retry_policy=LEDGER_RETRY, summary=summary,
         )  # fmt: skip
 
-    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
+    async def _staff_event(
+        self, kind: str, action: StaffAction, what: str, *, until: datetime | None = None
+    ) -> None:
         self._events += 1
         self._log(f"{what} by {action.operator}: {action.reason}")
         self._notify(
@@ -567,6 +643,7 @@ class MarginCallWorkflow:
                 reason=action.reason,
                 detail=what,
                 at=workflow.now(),
+                until=until,
             ),
             type(None),
             f"Record {kind} by {action.operator}",
@@ -627,8 +704,22 @@ class MarginCallWorkflow:
         reason: str | None = None,
     ) -> None:
         """Send a notice beside the case: retried within its window, never awaited by the case."""
+        notice = self._notice(kind, suffix, message, stage=stage, operator=operator, reason=reason)
+        self._undelivered[notice.notice_id] = notice
+        self._notice_tasks.append(asyncio.create_task(self._deliver(notice)))
+
+    def _notice(
+        self,
+        kind: NoticeKind,
+        suffix: str,
+        message: str,
+        *,
+        stage: StageResult | None = None,
+        operator: str | None = None,
+        reason: str | None = None,
+    ) -> Notice:
         figures = self._snapshot.figures if self._snapshot else None
-        notice = Notice(
+        return Notice(
             notice_id=f"{self._case_id}:{suffix}",
             kind=kind,
             case_id=self._case_id,
@@ -648,9 +739,14 @@ class MarginCallWorkflow:
             operator=operator,
             reason=reason,
         )
-        self._notice_tasks.append(asyncio.create_task(self._deliver(notice)))
 
     async def _deliver(self, notice: Notice) -> None:
+        try:
+            await self._attempt(notice)
+        finally:
+            self._undelivered.pop(notice.notice_id, None)
+
+    async def _attempt(self, notice: Notice) -> None:
         try:
             delivery = await workflow.execute_activity(
                 "deliver_notice",

@@ -22,10 +22,15 @@ from pydantic import (
     model_validator,
 )
 
-from workflows.money import DecimalStr, money_amount
+from workflows.money import DecimalStr, Figure, currency_decimals, money_amount, places_if_known
 
 # Ids travel into workflow ids, SQL keys and webhook headers: printable, bounded.
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")]
+# A call id may not hold "/": the case id is "<account>/<call>", split at its last "/",
+# so two different (account, call) pairs can never name the same case.
+CallId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+# "<account>/<call>": as long as both parts together, never truncated.
+CaseId = Annotated[str, StringConstraints(min_length=3, max_length=257, pattern=r"^[A-Za-z0-9._:@/-]+$")]
 # Operators and reasons are free text, but bounded and never blank.
 FreeText = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
 
@@ -40,9 +45,9 @@ class Contract(BaseModel):
 
 
 class Tier(Contract):
-    notional_floor: DecimalStr
-    maintenance_rate: DecimalStr
-    initial_rate: DecimalStr
+    notional_floor: Figure
+    maintenance_rate: Figure
+    initial_rate: Figure
 
     @model_validator(mode="after")
     def _rates_in_range(self) -> Tier:
@@ -57,9 +62,9 @@ class Tier(Contract):
 
 class Collateral(Contract):
     asset: Identifier
-    amount: DecimalStr
-    price: DecimalStr
-    haircut: DecimalStr
+    amount: Figure
+    price: Figure
+    haircut: Figure
 
     @field_validator("price")
     @classmethod
@@ -78,10 +83,10 @@ class Collateral(Contract):
 
 class Position(Contract):
     instrument: Identifier
-    quantity: DecimalStr
-    entry_price: DecimalStr
-    mark_price: DecimalStr
-    tiers: list[Tier] = Field(min_length=1, max_length=64)
+    quantity: Figure
+    entry_price: Figure
+    mark_price: Figure
+    tiers: list[Tier] = Field(min_length=1)
 
     @field_validator("entry_price", "mark_price")
     @classmethod
@@ -102,27 +107,33 @@ class Position(Contract):
 
 
 class Portfolio(Contract):
-    collateral: list[Collateral] = Field(max_length=256)
-    positions: list[Position] = Field(max_length=1024)
+    """Collateral and positions; no size limit here, since the ledger's accounts are what they are.
+
+    Limits on what a caller may send belong to the entry point that reads it
+    (``margin-call risk``), not to a model that also carries ledger data.
+    """
+
+    collateral: list[Collateral]
+    positions: list[Position]
 
 
 class PositionFigures(Contract):
     instrument: str
-    notional: DecimalStr
-    unrealised_pnl: DecimalStr
-    maintenance_margin: DecimalStr
-    initial_margin: DecimalStr
-    liquidation_price: DecimalStr | None
-    bankruptcy_price: DecimalStr | None
+    notional: Figure
+    unrealised_pnl: Figure
+    maintenance_margin: Figure
+    initial_margin: Figure
+    liquidation_price: Figure | None
+    bankruptcy_price: Figure | None
 
 
 class RiskFigures(Contract):
-    collateral_value: DecimalStr
-    equity: DecimalStr
-    maintenance_margin: DecimalStr
-    initial_margin: DecimalStr
-    shortfall: DecimalStr
-    margin_ratio: DecimalStr | None
+    collateral_value: Figure
+    equity: Figure
+    maintenance_margin: Figure
+    initial_margin: Figure
+    shortfall: Figure
+    margin_ratio: Figure | None
     positions: list[PositionFigures]
 
 
@@ -138,6 +149,16 @@ class MarginSnapshot(Contract):
     portfolio: Portfolio
     figures: RiskFigures
     as_of: datetime
+    # The ledger's decimals for the settlement currency (``assets.decimals``);
+    # None only in snapshots recorded before the ledger reported it.
+    currency_decimals: int | None = Field(default=None, ge=0, le=18)
+
+    @property
+    def places(self) -> int:
+        """Decimal places of the settlement currency: the ledger's word, else the well-known table."""
+        if self.currency_decimals is not None:
+            return self.currency_decimals
+        return currency_decimals(self.currency)
 
     @property
     def in_breach(self) -> bool:
@@ -173,21 +194,21 @@ class LiquidationPolicy(Contract):
 
 class LiquidationOrder(Contract):
     instrument: Identifier
-    quantity: DecimalStr = Field(description="positive amount to reduce the position by")
+    quantity: Figure = Field(description="positive amount to reduce the position by")
     side: Literal["sell", "buy"] = Field(description="sell reduces a long, buy reduces a short")
 
 
 class LiquidationPlan(Contract):
     account_id: Identifier
     orders: list[LiquidationOrder]
-    fee_rate: DecimalStr
-    slippage: DecimalStr
-    target_equity: DecimalStr
+    fee_rate: Figure
+    slippage: Figure
+    target_equity: Figure
     reason: str
 
 
 class StageRequest(Contract):
-    case_id: Identifier
+    case_id: CaseId
     stage: int = Field(ge=1, le=1000)
     plan: LiquidationPlan
 
@@ -195,32 +216,45 @@ class StageRequest(Contract):
 class Fill(Contract):
     instrument: str
     side: Literal["sell", "buy"]
-    quantity: DecimalStr
-    mark_price: DecimalStr
-    fill_price: DecimalStr
-    notional: DecimalStr
-    realised_pnl: DecimalStr
+    quantity: Figure
+    mark_price: Figure
+    fill_price: Figure
+    notional: Figure
+    realised_pnl: Figure
 
 
 class StageResult(Contract):
     case_id: str
     stage: int
     fills: list[Fill]
-    sold_notional: DecimalStr
-    fee: DecimalStr
+    sold_notional: Figure
+    fee: Figure
     snapshot_after: MarginSnapshot
 
 
 class BankruptcyRequest(Contract):
-    case_id: Identifier
+    case_id: CaseId
+    # The liquidation fee on collateral sold to cover the deficit (0 in requests recorded before conversion).
+    fee_rate: DecimalStr = Decimal(0)
 
 
 class BankruptcySettlement(Contract):
     case_id: str
     account_id: str
-    deficit: DecimalStr
-    covered_by_insurance_fund: DecimalStr
-    uncovered_loss: DecimalStr
+    deficit: Figure
+    covered_by_insurance_fund: Figure
+    uncovered_loss: Figure
+    collateral_sold: list[CollateralSale] = []
+
+
+class CollateralSale(Contract):
+    """Non-settlement collateral sold to cover a deficit before the insurance fund pays anything."""
+
+    asset: str
+    amount: Figure
+    price: Figure
+    proceeds: Figure
+    fee: Figure
 
 
 class DepositCredit(Contract):
@@ -233,14 +267,14 @@ class DepositCredit(Contract):
 
     @model_validator(mode="after")
     def _money(self) -> DepositCredit:
-        money_amount(self.amount, self.currency)
+        money_amount(self.amount, self.currency, places=places_if_known(self.currency))
         return self
 
 
 class DepositBooking(Contract):
     deposit_id: str
     account_id: str
-    amount: DecimalStr
+    amount: Figure
     currency: str
     already_credited: bool
 
@@ -248,9 +282,11 @@ class DepositBooking(Contract):
 class Breach(Contract):
     account_id: str
     currency: str
-    equity: DecimalStr
-    maintenance_margin: DecimalStr
-    shortfall: DecimalStr
+    equity: Figure
+    maintenance_margin: Figure
+    shortfall: Figure
+    # A staff waive holds for the account: the monitor opens no case unless the hard threshold is crossed.
+    waived: bool = False
 
 
 class BreachScan(Contract):
@@ -277,6 +313,13 @@ CLOSED_STATES = frozenset(
 )
 
 
+# No margin call waits longer than a month for money, and no liquidation
+# pauses longer than an hour between stages: past these a case is not
+# managing risk, it is shielding the account from it.
+MAX_DEADLINE = timedelta(days=30)
+MAX_PAUSE_BETWEEN_STAGES = timedelta(hours=1)
+
+
 class CasePolicy(Contract):
     """Everything about a case's timing and liquidation that an exchange may tune."""
 
@@ -301,25 +344,52 @@ class CasePolicy(Contract):
 
     @model_validator(mode="after")
     def _ranges(self) -> CasePolicy:
-        if self.deadline <= timedelta(0):
-            raise ValueError("deadline must be positive")
-        if any(r <= timedelta(0) for r in self.reminders_before_deadline):
-            raise ValueError("reminders_before_deadline must be positive durations")
+        # Outer limits that no operator's policy may pass: beyond them a
+        # duration overflows datetime arithmetic in the workflow, or a case
+        # stops making progress. Operators narrow them per named policy
+        # (workflows/policies.py).
+        def within(name: str, value: timedelta, low: timedelta, high: timedelta) -> None:
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{name} must be between {describe_span(low)} and {describe_span(high)}, got {describe_span(value)}"
+                )
+
+        within("deadline", self.deadline, timedelta(seconds=1), MAX_DEADLINE)
+        if len(self.reminders_before_deadline) > 10:
+            raise ValueError("reminders_before_deadline: at most 10 reminders")
+        for reminder in self.reminders_before_deadline:
+            within("reminders_before_deadline", reminder, timedelta(seconds=1), MAX_DEADLINE)
         if not (0 <= self.hard_threshold < 1):
             raise ValueError("hard_threshold must be in [0, 1)")
-        if self.pause_between_stages < timedelta(0):
-            raise ValueError("pause_between_stages must not be negative")
-        if not timedelta(seconds=1) <= self.ledger_attempt_timeout <= timedelta(minutes=10):
-            raise ValueError("ledger_attempt_timeout must be between 1 s and 10 min")
-        if self.notice_delivery_window <= timedelta(0):
-            raise ValueError("notice_delivery_window must be positive")
+        within("max_deadline_extension", self.max_deadline_extension, timedelta(0), MAX_DEADLINE)
+        within("pause_between_stages", self.pause_between_stages, timedelta(0), MAX_PAUSE_BETWEEN_STAGES)
+        within(
+            "ledger_attempt_timeout", self.ledger_attempt_timeout, timedelta(seconds=1), timedelta(minutes=10)
+        )
+        within("notice_delivery_window", self.notice_delivery_window, timedelta(seconds=1), timedelta(days=1))
         return self
+
+
+def describe_span(value: timedelta) -> str:
+    """A duration as people read it in an error message."""
+    seconds = value.total_seconds()
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 
 
 class CaseInput(Contract):
     account_id: Identifier
-    call_id: Identifier = Field(description="the caller's id for this margin call (idempotency)")
+    call_id: CallId = Field(description="the caller's id for this margin call (idempotency)")
     policy: CasePolicy = CasePolicy()
+    policy_name: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        default="standard",
+        description="the operator's named policy; ``policy`` may differ from it only by in-bounds overrides",
+    )
 
 
 class Deposit(Contract):
@@ -331,7 +401,7 @@ class Deposit(Contract):
 
     @model_validator(mode="after")
     def _money(self) -> Deposit:
-        money_amount(self.amount, self.currency)
+        money_amount(self.amount, self.currency, places=places_if_known(self.currency))
         return self
 
 
@@ -339,9 +409,9 @@ class DepositReceipt(Contract):
     deposit_id: str
     counted: bool = Field(description="false when this deposit id had been counted before")
     state: CaseState
-    equity: DecimalStr
-    maintenance_margin: DecimalStr
-    shortfall: DecimalStr
+    equity: Figure
+    maintenance_margin: Figure
+    shortfall: Figure
 
 
 class StaffAction(Contract):
@@ -353,32 +423,41 @@ class DeadlineExtension(StaffAction):
     new_deadline: datetime
 
 
+class Waiver(StaffAction):
+    """A waive is a decision with a scope: the risk monitor opens no new case for the account until
+    ``until`` (or, with none, until the account is seen healthy again), unless the hard threshold is crossed."""
+
+    until: datetime | None = None
+
+
 class RiskEscalation(Contract):
     """The risk monitor's word that an open case's account moved past the hard threshold."""
 
-    equity: DecimalStr
-    maintenance_margin: DecimalStr
+    equity: Figure
+    maintenance_margin: Figure
 
 
 class CaseEvent(Contract):
     """An audit row for the case record: who did what, and why."""
 
-    case_id: Identifier
+    case_id: CaseId
     event_id: str
     kind: str
     operator: str | None = None
     reason: str | None = None
     detail: str
     at: datetime
+    # For a waive: until when the monitor leaves the account alone (None: until it recovers).
+    until: datetime | None = None
 
 
 class StageRecord(Contract):
     stage: int
     fills: list[Fill]
-    sold_notional: DecimalStr
-    fee: DecimalStr
-    equity_after: DecimalStr
-    maintenance_after: DecimalStr
+    sold_notional: Figure
+    fee: Figure
+    equity_after: Figure
+    maintenance_after: Figure
     executed_at: datetime
 
 
@@ -395,17 +474,19 @@ class CaseStatus(Contract):
     currency: str | None
     opened_at: datetime
     deadline: datetime | None
-    equity: DecimalStr | None
-    maintenance_margin: DecimalStr | None
-    shortfall: DecimalStr | None
-    deposit_needed: DecimalStr | None
+    equity: Figure | None
+    maintenance_margin: Figure | None
+    shortfall: Figure | None
+    deposit_needed: Figure | None
     deposits_counted: list[str]
     stages: list[StageRecord]
-    fees_to_insurance_fund: DecimalStr
-    insurance_fund_used: DecimalStr
-    uncovered_loss: DecimalStr
+    fees_to_insurance_fund: Figure
+    insurance_fund_used: Figure
+    uncovered_loss: Figure
     notices_sent: int
     notices_failed: list[str]
+    # Notices still owed when the case closed, handed to the ledger's outbox for delivery.
+    notices_owed: list[str] = []
     timeline: list[TimelineEntry]
     closed_at: datetime | None
 
@@ -433,16 +514,26 @@ class CaseOutcome(Contract):
 
 
 class CaseClosing(Contract):
-    """The case record written to the ledger when a case closes."""
+    """The case record written to the ledger when a case closes, with the notices still to deliver.
+
+    The notices go to the ledger's outbox in the same call, so that the case
+    completes at once (freeing the account for a new case) and a dispatcher
+    delivers them whatever happens to the workflow.
+    """
 
     status: CaseStatus
+    notices: list[Notice] = []
+    notice_delivery_window: timedelta = timedelta(minutes=10)
 
 
 class CaseOpening(Contract):
-    case_id: Identifier
+    case_id: CaseId
     account_id: Identifier
-    call_id: Identifier
+    call_id: CallId
     opened_at: datetime
+    # Checked by the ledger against the operator's book; None only in openings recorded before policies were named.
+    policy_name: str = "standard"
+    policy: CasePolicy | None = None
 
 
 # --- notices to the trader ------------------------------------------------------
@@ -468,13 +559,13 @@ class Notice(Contract):
     message: str
     deadline: datetime | None = None
     currency: str | None = None
-    equity: DecimalStr | None = None
-    maintenance_margin: DecimalStr | None = None
-    shortfall: DecimalStr | None = None
-    deposit_needed: DecimalStr | None = None
+    equity: Figure | None = None
+    maintenance_margin: Figure | None = None
+    shortfall: Figure | None = None
+    deposit_needed: Figure | None = None
     stage: int | None = None
     fills: list[Fill] = []
-    fee: DecimalStr | None = None
+    fee: Figure | None = None
     operator: str | None = None
     reason: str | None = None
 

@@ -65,6 +65,12 @@ def to_decimal(value: Any, field: str) -> Decimal:
 
 
 def currency_decimals(currency: str, field: str = "currency") -> int:
+    """Decimal places of a well-known currency, for callers that have no ledger at hand.
+
+    The ledger's ``assets.decimals`` is the truth for any asset it lists (a
+    snapshot carries it); this table only serves inputs checked before the
+    ledger is asked.
+    """
     try:
         return CURRENCY_DECIMALS[currency]
     except KeyError:
@@ -72,12 +78,27 @@ def currency_decimals(currency: str, field: str = "currency") -> int:
         raise AmountError(field, f"unknown currency {currency[:16]!r} (known: {known})") from None
 
 
-def money_amount(value: Any, currency: str, field: str = "amount") -> Decimal:
-    """A positive amount with no more decimals than ``currency`` allows."""
+# Finer than any real asset's unit; the ledger's own decimals narrow it where known.
+MAX_PLACES = 18
+
+
+def places_if_known(currency: str) -> int:
+    """Decimals of a well-known currency, else the widest any asset may have.
+
+    Models check amounts before the ledger is asked; an asset the table does
+    not know (DAI, say) is not refused here: the ledger, which knows its
+    decimals, checks it exactly.
+    """
+    return CURRENCY_DECIMALS.get(currency, MAX_PLACES)
+
+
+def money_amount(value: Any, currency: str, field: str = "amount", *, places: int | None = None) -> Decimal:
+    """A positive amount with no more decimals than ``currency`` allows (``places`` when the ledger said)."""
     number = to_decimal(value, field)
     if number <= 0:
         raise AmountError(field, f"must be positive, got {number}")
-    places = currency_decimals(currency)
+    if places is None:
+        places = currency_decimals(currency)
     exponent = number.normalize().as_tuple().exponent
     assert isinstance(exponent, int)  # finite numbers have an int exponent
     if -exponent > places:
@@ -93,9 +114,32 @@ def _decimal_field(value: Any) -> Decimal:
         raise ValueError(error.problem) from None
 
 
-# A Decimal that arrives and leaves as a JSON string; floats are refused.
-DecimalStr = Annotated[
-    Decimal,
-    BeforeValidator(_decimal_field),
-    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
-]
+def _figure_field(value: Any) -> Decimal:
+    """Any finite decimal: figures the ledger or the risk math computed are never refused for size.
+
+    A computed figure (a bankruptcy price of 2e15, a portfolio's notional) is
+    a fact, not a caller's input: bounding it like an input would make a valid
+    account unreadable, and a case that cannot read its account is wedged.
+    """
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, str) and len(value) <= 4000:
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{value[:40]!r} is not a decimal number") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    else:
+        raise ValueError(f"must be a decimal string, got {type(value).__name__}")
+    if not number.is_finite():
+        raise ValueError("must be a finite number (NaN and infinities are refused)")
+    return number
+
+
+_AS_STRING = PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")
+
+# What callers send: a Decimal that arrives and leaves as a JSON string, bounded; floats are refused.
+DecimalStr = Annotated[Decimal, BeforeValidator(_decimal_field), _AS_STRING]
+# What the ledger and the risk math produce: finite, unbounded, a string in JSON.
+Figure = Annotated[Decimal, BeforeValidator(_figure_field), _AS_STRING]

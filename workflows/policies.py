@@ -1,0 +1,187 @@
+"""Named case policies: the operator's, not the caller's.
+
+A policy decides how long a trader has to pay and how hard liquidation bites,
+so it belongs to the exchange's risk officers. They configure named policies
+(per account tier or instrument group) with the bounds within which a caller
+may override a field; whoever opens a case names a policy and may ask for an
+override inside those bounds, nothing else. The worker checks every case it
+opens against the same book, so a case started by any route (the HTTP API,
+the client, the ``temporal`` CLI) is held to it.
+
+Pure and deterministic: the book is data, loaded once at start.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, ValidationError, model_validator
+
+from workflows.models import CasePolicy, Contract, describe_span
+from workflows.money import DecimalStr
+from workflows.validation import describe_validation_error
+
+DEFAULT_POLICY = "standard"
+PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class PolicyError(ValueError):
+    """A policy or override the operator's book does not allow; the message names the field."""
+
+
+class DurationRange(Contract):
+    low: timedelta
+    high: timedelta
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DurationRange:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class FractionRange(Contract):
+    low: DecimalStr
+    high: DecimalStr
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FractionRange:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+
+class PolicyBounds(Contract):
+    """How far a caller may move each overridable field; fields not listed here cannot be overridden."""
+
+    deadline: DurationRange = DurationRange(low=timedelta(minutes=5), high=timedelta(days=3))
+    reminder: DurationRange = DurationRange(low=timedelta(minutes=1), high=timedelta(days=3))
+    hard_threshold: FractionRange = FractionRange(low=Decimal("0.1"), high=Decimal("0.9"))
+    max_deadline_extension: DurationRange = DurationRange(low=timedelta(0), high=timedelta(days=3))
+
+
+class PolicyOverrides(Contract):
+    """What a caller may ask to change for one case; each field must fall within the policy's bounds."""
+
+    deadline: timedelta | None = None
+    reminders_before_deadline: list[timedelta] | None = Field(default=None, max_length=10)
+    hard_threshold: DecimalStr | None = None
+    max_deadline_extension: timedelta | None = None
+
+
+OVERRIDABLE = ("deadline", "reminders_before_deadline", "hard_threshold", "max_deadline_extension")
+
+
+class NamedPolicy(Contract):
+    name: PolicyName
+    version: int = Field(default=1, ge=1)
+    defaults: CasePolicy = CasePolicy()
+    bounds: PolicyBounds = PolicyBounds()
+    # Which fields a case may set differently; the rest are the operator's alone.
+    # Fields without bounds of their own are held only to CasePolicy's outer limits.
+    overridable: list[str] = Field(default=list(OVERRIDABLE), max_length=len(CasePolicy.model_fields))
+
+    @model_validator(mode="after")
+    def _defaults_within_bounds(self) -> NamedPolicy:
+        unknown = sorted(set(self.overridable) - set(CasePolicy.model_fields))
+        if unknown:
+            raise ValueError(f"overridable: {', '.join(unknown)} is not a policy field")
+        problem = _out_of_bounds(self.defaults, self.bounds)
+        if problem is not None:
+            raise ValueError(f"defaults.{problem}")
+        return self
+
+
+class PolicyBook(Contract):
+    """Every policy the operator allows, by name."""
+
+    policies: list[NamedPolicy] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PolicyBook:
+        names = [p.name for p in self.policies]
+        if len(set(names)) != len(names):
+            raise ValueError("policies: names must be unique")
+        return self
+
+    def named(self, name: str) -> NamedPolicy:
+        for policy in self.policies:
+            if policy.name == name:
+                return policy
+        known = ", ".join(sorted(p.name for p in self.policies))
+        raise PolicyError(f"policy: unknown policy {name[:64]!r} (known: {known})")
+
+    def resolve(self, name: str, overrides: PolicyOverrides | None = None) -> CasePolicy:
+        """The named policy with the caller's overrides, each checked against the operator's bounds."""
+        named = self.named(name)
+        if overrides is None:
+            return named.defaults
+        changes = overrides.model_dump(exclude_none=True)
+        for field in changes:
+            if field not in named.overridable:
+                raise PolicyError(
+                    f"overrides.{field}: set by the operator's policy {name!r}; it cannot be overridden"
+                )
+        try:
+            policy = named.defaults.model_validate({**named.defaults.model_dump(), **changes})
+        except ValidationError as error:
+            problem = describe_validation_error(error).removeprefix("input: ")
+            raise PolicyError(f"overrides: {problem}") from None
+        self.check(name, policy)
+        return policy
+
+    def check(self, name: str, policy: CasePolicy) -> None:
+        """Refuse a policy that differs from the named one other than by allowed, in-bounds overrides."""
+        named = self.named(name)
+        overridable = set(named.overridable)
+        for field in CasePolicy.model_fields:
+            if field not in overridable and getattr(policy, field) != getattr(named.defaults, field):
+                raise PolicyError(
+                    f"policy.{field}: set by the operator's policy {name!r}; it cannot be overridden"
+                )
+        problem = _out_of_bounds(policy, named.bounds)
+        if problem is not None:
+            raise PolicyError(f"policy.{problem} (policy {name!r}, version {named.version})")
+
+
+def _out_of_bounds(policy: CasePolicy, bounds: PolicyBounds) -> str | None:
+    """The first overridable field outside the bounds, as ``field: why``; None when all are within."""
+
+    def outside(value: timedelta, span: DurationRange) -> bool:
+        return not span.low <= value <= span.high
+
+    if outside(policy.deadline, bounds.deadline):
+        return f"deadline: must be between {_range(bounds.deadline)}"
+    for reminder in policy.reminders_before_deadline:
+        if outside(reminder, bounds.reminder):
+            return f"reminders_before_deadline: each must be between {_range(bounds.reminder)}"
+    threshold = bounds.hard_threshold
+    if not threshold.low <= policy.hard_threshold <= threshold.high:
+        return f"hard_threshold: must be between {threshold.low} and {threshold.high}"
+    extension = bounds.max_deadline_extension
+    if outside(policy.max_deadline_extension, extension):
+        return f"max_deadline_extension: must be between {_range(extension)}"
+    return None
+
+
+def _range(span: DurationRange) -> str:
+    return f"{describe_span(span.low)} and {describe_span(span.high)}"
+
+
+STANDARD_BOOK = PolicyBook(policies=[NamedPolicy(name=DEFAULT_POLICY)])
+
+
+def load_book(path: Path) -> PolicyBook:
+    """The operator's book from a JSON file; a bad file is refused at start, naming the field."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PolicyError(f"policies file {path}: {error}") from None
+    try:
+        return PolicyBook.model_validate(document)
+    except ValidationError as error:
+        raise PolicyError(f"policies file {path}: {describe_validation_error(error)}") from None
