@@ -1,8 +1,9 @@
 """The risk monitor: the exchange service that opens cases in the embedded stack.
 
-Every tick it runs ``scan_breaches`` (one statement over all accounts), opens a
-case for each breached account (the workflow id makes a repeat join the open
-case) and tells open cases whose account fell past the hard threshold.
+Every tick it runs ``scan_breaches`` (one statement over all accounts, read to
+the end), opens a case for each breached account (the workflow id makes a
+repeat join the open case) unless staff waived it and it is above the hard
+threshold, and tells open cases whose account fell past the hard threshold.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class TickReport:
     breaches: int = 0
     opened: int = 0
     escalated: int = 0
+    waived: int = 0
 
 
 @dataclass
@@ -38,6 +40,7 @@ class RiskMonitor:
     ledger: LedgerActivities
     cases: MarginCallClient
     policy: CasePolicy = field(default_factory=CasePolicy)
+    # Rows per page of the scan; every breached account is read whatever the count.
     limit: int = 10_000
     concurrency: int = 32
     _opened: dict[str, float] = field(default_factory=dict)
@@ -46,11 +49,18 @@ class RiskMonitor:
     async def tick(self) -> TickReport:
         breaches = await self.ledger.scan_breaches(BreachScan(limit=self.limit))
         report = TickReport(breaches=len(breaches))
+        # A waive without a time holds until the account is seen healthy; one past its time ends.
+        await self.ledger.end_waivers_of_recovered({b.account_id for b in breaches})
         gate = asyncio.Semaphore(self.concurrency)
         call_id = "breach-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
         async def handle(breach: Breach) -> None:
             async with gate:
+                hard_line = breach.maintenance_margin * self.policy.hard_threshold
+                if breach.waived and breach.equity >= hard_line:
+                    # Staff waived the account's last case: no new case, unless past the hard line.
+                    report.waived += 1
+                    return
                 now = time.monotonic()
                 started_now = now - self._opened.get(breach.account_id, -REMEMBER_SECONDS) >= REMEMBER_SECONDS
                 if started_now:
@@ -59,7 +69,6 @@ class RiskMonitor:
                     )
                     self._opened[breach.account_id] = now
                     report.opened += 1
-                hard_line = breach.maintenance_margin * self.policy.hard_threshold
                 # A case started just now checks the hard line itself; one already open needs telling.
                 if breach.equity < hard_line and not started_now and breach.account_id not in self._escalated:
                     handle_ = self.cases.handle(breach.account_id)
