@@ -52,7 +52,7 @@ async def balance(pool: asyncpg.Pool, ledger_account: str) -> Decimal:
 def close_plan(account: str, instrument: str, quantity: str, side: str = "sell") -> LiquidationPlan:
     return LiquidationPlan(
         account_id=account,
-        orders=[LiquidationOrder(instrument=instrument, quantity=D(quantity), side=side)],  # type: ignore[arg-type]
+        orders=[LiquidationOrder(instrument=instrument, quantity=D(quantity), side=side)],
         fee_rate=D("0.002"),
         slippage=D("0"),
         target_equity=D("0"),
