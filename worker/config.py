@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from worker.api_tokens import TokenError, parse_tokens
+from workflows.policies import STANDARD_BOOK, PolicyBook, PolicyError, load_book
 
 # A development-only secret for the embedded stack; production sets its own.
 DEV_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"margin-call-dev-secret-not-for-production").decode()
@@ -33,6 +34,8 @@ class Settings:
     max_concurrent_activities: int
     api_tokens: dict[str, frozenset[str]]
     workflow_sandbox: bool = False
+    # The operator's named case policies (MARGIN_CALL_POLICIES, a JSON file); every case is held to them.
+    policies: PolicyBook = STANDARD_BOOK
 
     @property
     def embedded(self) -> bool:
@@ -90,6 +93,12 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     raw_sandbox = env.get("MARGIN_CALL_WORKFLOW_SANDBOX", "off").lower()
     if raw_sandbox not in ("on", "off"):
         problems.append(f"MARGIN_CALL_WORKFLOW_SANDBOX: {raw_sandbox!r} is not on or off")
+    policies = STANDARD_BOOK
+    if env.get("MARGIN_CALL_POLICIES"):
+        try:
+            policies = load_book(Path(env["MARGIN_CALL_POLICIES"]))
+        except PolicyError as error:
+            problems.append(f"MARGIN_CALL_POLICIES: {error}")
     if problems:
         raise ConfigError("bad configuration:\n  " + "\n  ".join(problems))
     return Settings(
@@ -103,4 +112,5 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         max_concurrent_activities=int(raw_slots) if raw_slots.isdigit() else 200,
         api_tokens=api_tokens,
         workflow_sandbox=raw_sandbox == "on",
+        policies=policies,
     )
