@@ -19,6 +19,7 @@ from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.worker import running_worker, stop_on_signals
 from workflows.client import connect
+from workflows.policies import open_book
 
 
 def profiled(path: str) -> Callable[[], None]:
@@ -48,7 +49,7 @@ async def serve(args: argparse.Namespace) -> None:
         async with running_worker(
             client, args.database_url, args.notifier_url, DEV_WEBHOOK_SECRET,
             max_concurrent_activities=args.activity_slots, sandboxed=args.sandboxed,
-            extra_workflows=[CeilingWorkflow], extra_activities=[ceiling_activity],
+            extra_workflows=[CeilingWorkflow], extra_activities=[ceiling_activity], policies=open_book(),
         ):  # fmt: skip
             await stop.wait()
     finally:

@@ -10,7 +10,6 @@ import itertools
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,15 +20,7 @@ from hypothesis import settings
 
 from activities.database import create_pool, resolve_database_url
 from activities.migrate import migrate
-from workflows.models import CasePolicy
-from workflows.policies import (
-    DEFAULT_POLICY,
-    DurationRange,
-    FractionRange,
-    NamedPolicy,
-    PolicyBook,
-    PolicyBounds,
-)
+from workflows.policies import open_book
 
 # CI replays the same examples every run (a failure there reproduces here with CI=true);
 # developers' runs explore new ones.
@@ -46,20 +37,7 @@ TEMPLATE = "margin_call_template"
 
 # The tests' operator lets a case set any field within CasePolicy's outer limits,
 # so that a test can run a deadline of seconds; production books are narrower.
-TEST_POLICIES = PolicyBook(
-    policies=[
-        NamedPolicy(
-            name=DEFAULT_POLICY,
-            bounds=PolicyBounds(
-                deadline=DurationRange(low=timedelta(seconds=1), high=timedelta(days=30)),
-                reminder=DurationRange(low=timedelta(seconds=1), high=timedelta(days=30)),
-                hard_threshold=FractionRange(low=Decimal(0), high=Decimal("0.99")),
-                max_deadline_extension=DurationRange(low=timedelta(0), high=timedelta(days=30)),
-            ),
-            overridable=list(CasePolicy.model_fields),
-        )
-    ]
-)
+TEST_POLICIES = open_book()
 _counter = itertools.count()
 
 

@@ -21,7 +21,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
-from workflows.models import CasePolicy, Contract, describe_span
+from workflows.models import MAX_DEADLINE, CasePolicy, Contract, describe_span
 from workflows.money import DecimalStr
 from workflows.validation import describe_validation_error
 
@@ -173,6 +173,29 @@ def _range(span: DurationRange) -> str:
 
 
 STANDARD_BOOK = PolicyBook(policies=[NamedPolicy(name=DEFAULT_POLICY)])
+
+
+def open_book(defaults: CasePolicy | None = None) -> PolicyBook:
+    """A book whose one policy lets a case set any field within CasePolicy's outer limits.
+
+    For the environments where whoever opens cases is the operator: the
+    tests, the demo, the soak and the benchmark run deadlines of seconds.
+    """
+    return PolicyBook(
+        policies=[
+            NamedPolicy(
+                name=DEFAULT_POLICY,
+                defaults=defaults or CasePolicy(),
+                bounds=PolicyBounds(
+                    deadline=DurationRange(low=timedelta(seconds=1), high=MAX_DEADLINE),
+                    reminder=DurationRange(low=timedelta(seconds=1), high=MAX_DEADLINE),
+                    hard_threshold=FractionRange(low=Decimal(0), high=Decimal("0.99")),
+                    max_deadline_extension=DurationRange(low=timedelta(0), high=MAX_DEADLINE),
+                ),
+                overridable=list(CasePolicy.model_fields),
+            )
+        ]
+    )
 
 
 def load_book(path: Path) -> PolicyBook:
