@@ -46,13 +46,17 @@ TABLE: list[tuple[str, str, dict[str, Any], str]] = [
     ("missing amount", "amount", {"amount": None}, ""),
     ("number as id", "deposit_id", {"deposit_id": 12345}, ""),
     ("boolean currency", "currency", {"currency": False}, ""),
-    ("unknown currency", "currency", {"currency": "XYZ"}, "unknown currency"),
+    # Not the case's currency: only the ledger and the case know that (an asset
+    # the well-known table lacks, DAI say, is a valid settlement currency).
+    ("other currency", "currency", {"currency": "XYZ"}, "XYZ"),
+    ("malformed currency", "currency", {"currency": "US$"}, ""),
     ("sql in id", "deposit_id", {"deposit_id": "d'; DROP TABLE transfers; --"}, ""),
     ("unicode id", "deposit_id", {"deposit_id": "dépôt-①"}, ""),
     ("oversized id", "deposit_id", {"deposit_id": "d" * 5000}, ""),
     ("extra field", "extra", {"extra": "x"}, ""),
 ]
 IDS = [row[0] for row in TABLE]
+NEEDS_THE_LEDGER = {"other currency"}
 
 
 @dataclass
@@ -121,6 +125,9 @@ async def test_signal_handler_ignores_without_failing_the_workflow_task(
 async def test_client_api_models_refuse(
     target: Target, label: str, field: str, changes: dict[str, Any], words: str
 ) -> None:
+    if label in NEEDS_THE_LEDGER:
+        Deposit.model_validate(target.payload(changes))  # well-formed: the case and the ledger refuse it
+        return
     with pytest.raises(ValidationError) as refused:
         Deposit.model_validate(target.payload(changes))
     assert field in str(refused.value) and words in str(refused.value)
