@@ -119,6 +119,7 @@ class MarginCallWorkflow:
         # Notices sent and not yet settled (delivered or given up): a close hands these to the outbox.
         self._undelivered: dict[str, Notice] = {}
         self._notices_owed: list[str] = []
+        self._notices_after_close = True
         self._events = 0
         self._timeline: list[TimelineEntry] = []
         self._alarm: asyncio.Task[None] | None = None
@@ -129,6 +130,9 @@ class MarginCallWorkflow:
 
     @workflow.run
     async def run(self, case: CaseInput | Submission) -> CaseOutcome:
+        # Asked first, before any local activity: a patch marker recorded after
+        # local activity markers in the same task does not replay.
+        self._notices_after_close = workflow.patched(NOTICES_AFTER_CLOSE)
         if self._input_problem is not None:
             raise ApplicationError(
                 f"invalid case input: {self._input_problem}", type="CaseNotOpened", non_retryable=True
@@ -338,7 +342,7 @@ class MarginCallWorkflow:
         ).add(1, {"outcome": state.value})
         self._log(f"closed {state.value}: {why}")
         message = f"Margin call closed: {state.value} ({why})."
-        if workflow.patched(NOTICES_AFTER_CLOSE):
+        if self._notices_after_close:
             # The case completes now, so a new breach of the account opens a new
             # case at once; what it still owes the trader (the close notice and
             # any notice still retrying) goes to the ledger's outbox with the
