@@ -18,7 +18,6 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from worker.devserver import EMBEDDED_DYNAMIC_CONFIG, TemporalDevServer
 from worker.market import LISTINGS, Trader, list_venue, move_market, onboard
 from worker.receiver import WebhookReceiver
 from worker.serving import serving
+from worker.stack import scratch_data_dir
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import (
@@ -530,8 +530,7 @@ async def stop_workers(bench: Bench) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="margin-call-bench-") as tmp:
-        directory = Path(tmp)
+    async with scratch_data_dir("margin-call-bench-") as directory:  # also clears what a killed run left
         postgres = EmbeddedPostgres(directory / "postgres")
         url = await postgres.start()
         pool = await create_pool(url, max_size=20)

@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.exceptions import IdempotencyConflict
@@ -36,6 +34,7 @@ from worker.market import LISTINGS, Trader, list_venue, move_market, onboard
 from worker.monitor import RiskMonitor
 from worker.receiver import Behaviour, WebhookReceiver
 from worker.serving import serving
+from worker.stack import scratch_data_dir
 from workflows.client import MarginCallClient
 from workflows.models import (
     CasePolicy,
@@ -183,8 +182,7 @@ class Soak:
 async def run(minutes: float, seed: int, accounts: int) -> int:
     rng = random.Random(seed)
     print(f"soak: seed {seed}, {accounts} accounts, {minutes:g} min of faults", flush=True)
-    with tempfile.TemporaryDirectory(prefix="margin-call-soak-") as tmp:
-        directory = Path(tmp)
+    async with scratch_data_dir("margin-call-soak-") as directory:  # also clears what a killed run left
         receiver = WebhookReceiver(DEV_WEBHOOK_SECRET)
         receiver_port = free_port()
         async with serving(receiver.app(), receiver_port):

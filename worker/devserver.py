@@ -3,6 +3,10 @@
 SQLite file under the data directory (so a second ``up`` resumes the same
 cases), WAL journal for throughput, our search attributes registered at start,
 Web UI on the gRPC port + 1000.
+
+It runs in a session of its own, so it outlives a ``kill -9`` of its parent: its
+pid is recorded beside the database and the next start stops it (see
+``worker.leftovers``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +24,16 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from worker.config import temporal_cli
+from worker.leftovers import (
+    DataDirLock,
+    PortInUse,
+    ServerIdentity,
+    ensure_ports_free,
+    listening_process,
+    read_pid,
+    stop_leftover,
+    write_pid,
+)
 from workflows import contract
 from workflows.client import connect
 
@@ -58,7 +74,24 @@ def dynamic_config_flags(values: dict[str, object]) -> list[str]:
     return flags
 
 
+def temporal_pid_file(database: Path) -> Path:
+    return database.parent / "temporal.pid"
+
+
+def temporal_identity(database: Path) -> ServerIdentity:
+    return ServerIdentity("Temporal dev server", (temporal_cli(),), "--db-filename", database)
+
+
+def stop_leftover_temporal(database: Path) -> None:
+    """Stop the server a killed run left on ``database``. Blocking; hold the data directory's lock."""
+    pid_file = temporal_pid_file(database)
+    stop_leftover(read_pid(pid_file), temporal_identity(database), (signal.SIGTERM,))
+    pid_file.unlink(missing_ok=True)
+
+
 class TemporalDevServer:
+    """The dev server on ``<data dir>/temporal/temporal.sqlite``; holds the data directory's lock while it runs."""
+
     def __init__(
         self,
         database: Path,
@@ -73,6 +106,7 @@ class TemporalDevServer:
         self.ip = ip
         self.dynamic_config = EMBEDDED_DYNAMIC_CONFIG if dynamic_config is None else dynamic_config
         self.process: asyncio.subprocess.Process | None = None
+        self._lock: DataDirLock | None = None
 
     @property
     def address(self) -> str:
@@ -82,9 +116,34 @@ class TemporalDevServer:
     def ui_url(self) -> str | None:
         return f"http://{self.ip}:{self.port + 1000}" if self.ui else None
 
+    @property
+    def log_file(self) -> Path:
+        return self.database.parent / "temporal.log"
+
+    def ports(self) -> list[tuple[str, int, str]]:
+        """(host, port, role) for each port the server listens on that we choose."""
+        ports = [(self.ip, self.port, "the Temporal dev server")]
+        if self.ui:
+            ports.append((self.ip, self.port + 1000, "the Temporal Web UI (the Temporal port + 1000)"))
+        return ports
+
     async def start(self, timeout: float = 60.0, runtime: Runtime | None = None) -> Client:
-        """Start the server and return a client once it answers."""
+        """Start the server and return a client once it answers; on failure nothing is left running."""
+        try:
+            return await self._start(timeout, runtime)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, timeout: float, runtime: Runtime | None) -> Client:
         self.database.parent.mkdir(parents=True, exist_ok=True)
+        if self._lock is None:
+            lock = DataDirLock(self.database.parent.parent)
+            lock.acquire()
+            self._lock = lock
+            if lock.first:
+                await asyncio.to_thread(stop_leftover_temporal, self.database)
+        ensure_ports_free(self.ports())
         args = [
             "server", "start-dev",
             "--ip", self.ip,
@@ -100,33 +159,60 @@ class TemporalDevServer:
             args += ["--ui-port", str(self.port + 1000), "--ui-ip", self.ip]
         else:
             args.append("--headless")
-        log_file = (self.database.parent / "temporal.log").open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            str(temporal_cli()), *args, stdout=log_file, stderr=log_file, start_new_session=True
-        )
-        log_file.close()
+        with self.log_file.open("ab") as log_file:
+            log_start = log_file.tell()
+            self.process = await asyncio.create_subprocess_exec(
+                str(temporal_cli()), *args, stdout=log_file, stderr=log_file, start_new_session=True
+            )
+        write_pid(temporal_pid_file(self.database), self.process.pid)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.returncode is not None:
-                raise RuntimeError(
-                    f"temporal dev server exited with {self.process.returncode}; see {self.database.parent / 'temporal.log'}"
-                )
+                raise self._exited(log_start)
             try:
                 client = await connect(self.address, runtime=runtime)
                 await client.count_workflows()
-                return client
             except Exception:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+                continue
+            if self.process.returncode is not None:  # what answered is some other server
+                raise self._exited(log_start)
+            # The port was free a moment ago, but another server may have taken it since, and
+            # ours would only say so in its log, too late.
+            holder = listening_process(self.port)
+            if holder is not None and holder != self.process.pid:
+                raise PortInUse(self.ip, self.port, "the Temporal dev server")
+            return client
+
+    def _exited(self, log_start: int) -> Exception:
+        """The server's own words on why it stopped, for the terminal rather than only its log."""
+        with self.log_file.open("rb") as log_file:
+            log_file.seek(log_start)
+            said = log_file.read().decode(errors="replace").strip().splitlines()[-15:]
+        text = "\n".join(said)
+        taken = re.search(r"listen tcp (\S+):(\d+): bind: address already in use", text)
+        if taken is not None:
+            port = int(taken.group(2))
+            roles = {p: role for _, p, role in self.ports()}
+            return PortInUse(taken.group(1), port, roles.get(port, "the Temporal dev server"))
+        return RuntimeError(
+            f"the Temporal dev server exited with {self.process.returncode if self.process else None}:\n"
+            f"{text}\n(full log: {self.log_file})"
+        )
 
     async def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        self.process.terminate()
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            await self.process.wait()
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        if self.process is not None:
+            temporal_pid_file(self.database).unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -4,6 +4,11 @@ Starts what is not configured: PostgreSQL (embedded, migrated), the Temporal dev
 server (SQLite under the data directory, Web UI, search attributes), the local
 webhook receiver; then the worker and the risk monitor. Everything stops in
 reverse order; a second start resumes the same data.
+
+The data directory is this process's alone while the stack runs (a lock a
+second start is refused on); servers a killed run left there are stopped
+before anything starts, and every port is checked free first, so that nothing
+quietly joins a leftover (see ``worker.leftovers``).
 """
 
 from __future__ import annotations
@@ -12,20 +17,24 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
 
-from activities.database import EmbeddedPostgres, create_pool
+from activities.database import EmbeddedPostgres, create_pool, stop_leftover_postgres
 from activities.ledger import LedgerActivities
 from activities.migrate import migrate
 from worker.api import create_app
 from worker.api_tokens import SCOPES
 from worker.config import Settings
-from worker.devserver import TemporalDevServer
+from worker.devserver import TemporalDevServer, stop_leftover_temporal
+from worker.leftovers import LOCK_FILE, DataDirLock, LeftoverError, ensure_ports_free
 from worker.monitor import RiskMonitor
 from worker.receiver import WebhookReceiver
 from worker.serving import serving
@@ -34,6 +43,76 @@ from workflows.client import MarginCallClient, connect
 from workflows.models import CasePolicy
 
 log = logging.getLogger("margin_call.stack")
+
+# Where each embedded server keeps its state in a data directory.
+POSTGRES_DIR = "postgres"
+TEMPORAL_DATABASE = Path("temporal") / "temporal.sqlite"
+
+
+def stop_leftovers(data_dir: Path) -> None:
+    """Stop the servers a killed run left on ``data_dir``. Blocking; hold the directory's lock."""
+    stop_leftover_temporal(data_dir / TEMPORAL_DATABASE)
+    stop_leftover_postgres(data_dir / POSTGRES_DIR)
+
+
+@asynccontextmanager
+async def scratch_data_dir(prefix: str) -> AsyncIterator[Path]:
+    """A new data directory under the temp dir for one bench or soak run, locked, removed after it.
+
+    A killed run removed nothing, so its directory is still there with its servers running:
+    directories of earlier runs whose lock is free are cleared first, servers and all.
+    """
+    await asyncio.to_thread(_clear_killed_runs, prefix)
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    lock = DataDirLock(directory)
+    lock.acquire()
+    try:
+        yield directory
+    finally:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        lock.release()
+
+
+@asynccontextmanager
+async def fresh_data_dir(directory: Path) -> AsyncIterator[Path]:
+    """``directory`` emptied for a run that starts from nothing (the demo), and locked.
+
+    Locked before emptying, since removing the directory from under a live run would take its
+    lock file with it; and a killed run's servers are stopped, since nothing would record them.
+    """
+    lock = DataDirLock(directory)
+    lock.acquire()
+    try:
+        if lock.first:
+            await asyncio.to_thread(stop_leftovers, directory)
+        await asyncio.to_thread(_empty, directory)
+        yield directory
+    finally:
+        lock.release()
+
+
+def _empty(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _clear_killed_runs(prefix: str) -> None:
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+        lock = DataDirLock(old)
+        if not old.is_dir() or not lock.try_acquire():
+            continue  # a run still going
+        try:
+            stop_leftovers(old)
+            shutil.rmtree(old, ignore_errors=True)
+        except LeftoverError as error:
+            log.warning("left %s in place: %s", old, error)
+        finally:
+            lock.release()
 
 
 @dataclass
@@ -73,12 +152,32 @@ async def embedded_stack(
     policy: CasePolicy | None = None,
     monitor_interval: float = 1.0,
 ) -> AsyncIterator[Stack]:
+    server = (
+        None
+        if settings.temporal_address
+        else TemporalDevServer(settings.data_dir / TEMPORAL_DATABASE, port=temporal_port)
+    )
     async with contextlib.AsyncExitStack() as stack:
+        if not (settings.database_url and server is None and settings.notifier_url):
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()
+            stack.callback(lock.release)
+            if lock.first:
+                await asyncio.to_thread(stop_leftovers, settings.data_dir)
+        ports = server.ports() if server else []
+        if settings.notifier_url is None:
+            ports.append(("127.0.0.1", receiver_port, "the webhook receiver"))
+        if api_port is not None:
+            ports.append(("127.0.0.1", api_port, "the HTTP API"))
+        if settings.metrics_port is not None:
+            ports.append(("0.0.0.0", settings.metrics_port, "metrics (MARGIN_CALL_METRICS_PORT)"))
+        ensure_ports_free(ports)
+
         # PostgreSQL
         if settings.database_url:
             database_url = settings.database_url
         else:
-            postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+            postgres = EmbeddedPostgres(settings.data_dir / POSTGRES_DIR)
             database_url = await postgres.start()
             stack.push_async_callback(postgres.stop)
         pool = await create_pool(database_url, max_size=10)
@@ -91,11 +190,11 @@ async def embedded_stack(
         # Temporal
         runtime = metrics_runtime(settings.metrics_port)
         web_ui: str | None = None
-        if settings.temporal_address:
+        if server is None:
+            assert settings.temporal_address is not None
             client = await connect(settings.temporal_address, settings.namespace, runtime=runtime)
             address = settings.temporal_address
         else:
-            server = TemporalDevServer(settings.data_dir / "temporal" / "temporal.sqlite", port=temporal_port)
             stack.push_async_callback(server.stop)
             client = await server.start(runtime=runtime)
             address, web_ui = server.address, server.ui_url
