@@ -94,6 +94,18 @@ _RULES: list[tuple[str, str]] = [
         "SELECT case_id FROM liquidation_stages GROUP BY case_id HAVING max(stage) <> count(*)",
         "case {}: stage numbers have gaps",
     ),
+    (
+        "SELECT DISTINCT b.case_id FROM bankruptcy_settlements b"
+        " JOIN accounts a ON a.account_id = b.account_id"
+        " JOIN ledger_accounts la ON la.account_id = b.account_id AND la.kind = 'collateral'"
+        " WHERE b.covered_by_fund > 0 AND la.asset <> a.settlement_currency AND la.balance > 0",
+        "case {}: the insurance fund paid while the trader still held other collateral",
+    ),
+    (
+        "SELECT notice_id FROM notice_outbox WHERE delivered_at IS NULL AND failed_at IS NULL"
+        " AND deliver_by < now() - interval '2 minutes'",
+        "notice {} is still owed long after its delivery window",
+    ),
 ]
 
 
