@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import shutil
 import sys
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from activities.audit import check_ledger
 from activities.ledger import PostgresDeposits
 from worker.config import Settings
 from worker.market import LISTINGS, SETTLEMENT, Trader, list_venue, move_market, onboard
-from worker.stack import Stack, embedded_stack
+from worker.stack import Stack, embedded_stack, fresh_data_dir
 from workflows.client import MarginCallClient
 from workflows.models import (
     CasePolicy,
@@ -229,19 +228,22 @@ async def _summary(stack: Stack) -> bool:
 
 async def run_demo(settings: Settings, *, temporal_port: int = 7233, receiver_port: int = 8377) -> int:
     demo_dir = settings.data_dir / "demo"
-    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True, exist_ok=True)
     settings = dataclasses.replace(settings, data_dir=demo_dir)
     _say(
         "Starting the embedded stack (PostgreSQL, Temporal dev server, webhook receiver, worker, monitor)..."
     )
-    async with embedded_stack(
-        settings,
-        temporal_port=temporal_port,
-        receiver_port=receiver_port,
-        api_port=None,
-        policy=POLICY,
-        monitor_interval=1.0,
-    ) as stack:
+    async with (
+        fresh_data_dir(demo_dir),
+        embedded_stack(
+            settings,
+            temporal_port=temporal_port,
+            receiver_port=receiver_port,
+            api_port=None,
+            policy=POLICY,
+            monitor_interval=1.0,
+        ) as stack,
+    ):
         _say(stack.describe())
         async with stack.pool.acquire() as conn:
             await list_venue(conn, insurance_fund=INSURANCE_FUND)

@@ -41,6 +41,7 @@ from worker.serving import serving
 from worker.worker import metrics_runtime, running_worker
 from workflows.client import MarginCallClient, connect
 from workflows.models import CasePolicy
+from workflows.policies import open_book
 
 log = logging.getLogger("margin_call.stack")
 
@@ -215,6 +216,8 @@ async def embedded_stack(
                 settings.webhook_secret,
                 max_concurrent_activities=settings.max_concurrent_activities,
                 sandboxed=settings.workflow_sandbox,
+                # A run given its own policy (the demo, the soak) is its own operator.
+                policies=settings.policies if policy is None else open_book(policy),
             )
         )
         monitor = RiskMonitor(LedgerActivities(pool), MarginCallClient(client), policy or CasePolicy())
