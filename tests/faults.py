@@ -24,6 +24,7 @@ from activities.audit import InvariantReport, check_invariants
 from activities.database import EmbeddedPostgres
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer
+from workflows.policies import open_book
 
 
 @dataclass
@@ -58,7 +59,11 @@ class FaultStack:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     async def start_worker(self, failpoints: dict[str, Path] | None = None) -> WorkerProcess:
+        # The tests are the operator here: their short deadlines come from an open book.
+        policies = self.directory / "policies.json"
+        policies.write_text(open_book().model_dump_json())
         env = {
+            "MARGIN_CALL_POLICIES": str(policies),
             **os.environ,
             "MARGIN_CALL_TEMPORAL_ADDRESS": self.temporal.address,
             "MARGIN_CALL_DATABASE_URL": self.database_url,
