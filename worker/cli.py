@@ -171,7 +171,7 @@ async def _worker(settings: Settings) -> int:
         async with running_worker(
             client, url, settings.notifier_url, settings.webhook_secret,
             max_concurrent_activities=settings.max_concurrent_activities,
-            sandboxed=settings.workflow_sandbox,
+            sandboxed=settings.workflow_sandbox, policies=settings.policies,
         ):  # fmt: skip
             await stop.wait()
     finally:
