@@ -4,28 +4,36 @@ Bearer tokens carry scopes (``cases:open``, ``deposits:write``, ``cases:read``,
 ``cases:act``). Every body is a pydantic model, so a bad one is a 422 naming the
 field; nothing is written before the request has been validated and the
 account found.
+
+Every error, 4xx or 5xx, is one ``Problem``: ``{"detail": "field.path: problem"}``,
+a single string that names the field (``amount``, ``opened_since``,
+``account_id``; a problem with the body as a whole names ``body``). It never
+repeats what was sent nor another account's data, and never shows internals
+(see ``worker.serving.one_error_shape``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ValidationError
 from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.exceptions import CurrencyMismatch, IdempotencyConflict, InvalidAmount, UnknownAccount
 from activities.ledger import PostgresDeposits
 from worker.api_tokens import SCOPES as SCOPES
+from worker.api_tokens import scopes_of
+from worker.serving import BodyLimit, Refused, naming_a_field, one_error_shape
+from worker.serving import Problem as Problem
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import (
+    CallId,
     CasePolicy,
     CaseState,
     CaseStatus,
@@ -38,6 +46,7 @@ from workflows.models import (
     Identifier,
     StaffAction,
 )
+from workflows.validation import describe_validation_error
 
 MAX_BODY_BYTES = 64 * 1024
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
@@ -46,7 +55,7 @@ BEARER = HTTPBearer(auto_error=False)
 
 class OpenCase(Contract):
     account_id: Identifier
-    call_id: Identifier
+    call_id: CallId
     policy: CasePolicy = CasePolicy()
 
 
@@ -67,11 +76,8 @@ class DepositReport(BaseModel):
 class Extension(Contract):
     operator: FreeText
     reason: FreeText
-    new_deadline: datetime
-
-
-class Problem(BaseModel):
-    detail: str = Field(description="what was wrong, naming the field where there is one")
+    # A time without a zone has no single meaning: a 422 here, not a comparison failing in the case.
+    new_deadline: AwareDatetime
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -80,6 +86,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "unknown account or case"},
     409: {"model": Problem, "description": "refused by the case or an idempotency conflict"},
     413: {"model": Problem, "description": "body too large"},
+    422: {"model": Problem, "description": "the body or a parameter is invalid"},
+    500: {"model": Problem, "description": "our fault; the request may be retried"},
 }
 
 
@@ -89,33 +97,28 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
         version="1",
         description="Open margin call cases, report deposits, find cases and act on them.",
     )
+    one_error_shape(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def require(scope: str) -> Callable[..., Awaitable[None]]:
         async def check(
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
         ) -> None:
-            granted = tokens.get(credentials.credentials) if credentials else None
+            granted = scopes_of(tokens, credentials.credentials) if credentials else None
             if granted is None:
-                raise HTTPException(
-                    401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+                raise Refused(
+                    401, "authorization: missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
                 )
             if scope not in granted:
-                raise HTTPException(403, f"this token lacks the {scope} scope")
+                raise Refused(403, f"authorization: this token lacks the {scope} scope")
 
         return check
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"body: larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
 
     async def account_exists(account_id: str) -> None:
         async with pool.acquire() as conn:
             found = await conn.fetchval("SELECT 1 FROM accounts WHERE account_id = $1", account_id)
         if not found:
-            raise HTTPException(404, f"account_id: no account {account_id!r}")
+            raise Refused(404, "account_id: no such account")
 
     async def case_status(account_id: str) -> CaseStatus:
         handle = cases.handle(account_id)
@@ -126,12 +129,10 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
             return (await handle.result()).status
         except RPCError as error:
             if error.status == RPCStatusCode.NOT_FOUND:
-                raise HTTPException(404, f"account_id: no case for {account_id!r}") from None
+                raise Refused(404, "account_id: the account has no case") from None
             raise
         except Exception as error:  # terminated or failed: no outcome to show
-            raise HTTPException(
-                404, f"account_id: the case for {account_id!r} ended without an outcome"
-            ) from error
+            raise Refused(404, "account_id: the account's case ended without an outcome") from error
 
     async def staff_update(account_id: str, update: str, action: StaffAction) -> CaseStatus:
         await account_exists(account_id)
@@ -140,10 +141,11 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
             status: CaseStatus = await handle.execute_update(update, action, result_type=CaseStatus)
             return status
         except WorkflowUpdateFailedError as error:
-            raise HTTPException(409, f"refused: {error.cause}") from None
+            # The case's validators name the field ("new_deadline: ...", "state: ...").
+            raise Refused(409, naming_a_field(str(error.cause), "case")) from None
         except RPCError as error:
             if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise HTTPException(404, f"account_id: no open case for {account_id!r}") from None
+                raise Refused(404, "account_id: the account has no open case") from None
             raise
 
     @app.get("/healthz", tags=["health"])
@@ -170,7 +172,10 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
                 workflow_id=contract.workflow_id(body.account_id), run_id=None, account_id=body.account_id,
                 call_id=body.call_id, state=closed,
             )  # fmt: skip
-        handle = await cases.open_case(body.account_id, body.call_id, body.policy)
+        try:
+            handle = await cases.open_case(body.account_id, body.call_id, body.policy)
+        except ValidationError as error:  # the case's own input model is stricter than this body
+            raise Refused(422, describe_validation_error(error)) from None
         return CaseOpened(
             workflow_id=handle.id, run_id=handle.result_run_id, account_id=body.account_id,
             call_id=body.call_id, state=CaseState.OPEN.value,
@@ -189,12 +194,21 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
                 body.account_id,
                 Deposit(deposit_id=body.deposit_id, amount=body.amount, currency=body.currency),
             )
-        except UnknownAccount as error:
-            raise HTTPException(404, str(error)) from None
-        except IdempotencyConflict as error:
-            raise HTTPException(409, str(error)) from None
-        except (CurrencyMismatch, InvalidAmount) as error:
-            raise HTTPException(422, str(error)) from None
+        # The ledger's words are for the operator's logs: they may name another
+        # account or repeat the input, so the caller gets ours.
+        except UnknownAccount:
+            raise Refused(404, "account_id: no such account") from None
+        except IdempotencyConflict:
+            raise Refused(409, "deposit_id: already used for another deposit") from None
+        except CurrencyMismatch:
+            async with pool.acquire() as conn:
+                settles = await conn.fetchval(
+                    "SELECT settlement_currency FROM accounts WHERE account_id = $1", body.account_id
+                )
+            raise Refused(422, f"currency: this account settles in {settles}") from None
+        except InvalidAmount as error:
+            # money_amount's words, the same the body's validators use ("amount: ...").
+            raise Refused(422, naming_a_field(str(error), "amount")) from None
         return DepositReport(booking=report.booking, receipt=report.receipt, case_open=report.case_open)
 
     @app.get(
@@ -212,8 +226,8 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
     async def list_cases(
         state: Annotated[CaseState | None, Query()] = None,
         account_id: Annotated[Identifier | None, Query()] = None,
-        opened_since: Annotated[datetime | None, Query()] = None,
-        deadline_before: Annotated[datetime | None, Query()] = None,
+        opened_since: Annotated[AwareDatetime | None, Query()] = None,
+        deadline_before: Annotated[AwareDatetime | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[CaseSummary]:
         found = await cases.list_cases(

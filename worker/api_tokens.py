@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Mapping
+
 SCOPES = ("cases:open", "deposits:write", "cases:read", "cases:act")
 
 
@@ -23,3 +27,19 @@ def parse_tokens(text: str) -> dict[str, frozenset[str]]:
             )
         tokens[token] = wanted
     return tokens
+
+
+def scopes_of(tokens: Mapping[str, frozenset[str]], presented: str) -> frozenset[str] | None:
+    """The scopes of the token ``presented``, or None, in time that does not depend on which.
+
+    A dict lookup (or ``==``) returns sooner the earlier the first wrong
+    character, which lets a caller guess a token a character at a time. Every
+    configured token is compared, each with ``hmac.compare_digest`` over
+    SHA-256 digests: equal lengths, so not even a token's length shows.
+    """
+    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+    found: frozenset[str] | None = None
+    for token, scopes in tokens.items():
+        if hmac.compare_digest(digest, hashlib.sha256(token.encode()).digest()):
+            found = scopes
+    return found

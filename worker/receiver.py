@@ -3,6 +3,11 @@
 It verifies each notice's Standard Webhooks signature, keeps what it received
 (deduplicated by ``webhook-id``, as a real receiver must), and can be told to
 misbehave (status codes, delays) so that tests see a real failing server.
+
+Whatever it cannot verify (a body that is not UTF-8, a missing or malformed
+signature header) is a 401, never a 500: a sender retries a 5xx, and an
+attacker must not learn more from a malformed header than from a wrong one.
+Its errors have the API's one shape (``worker.serving.Problem``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from worker.serving import BodyLimit, one_error_shape, problem
+
+# Notices are a few hundred bytes; a megabyte is any real one with room to spare.
+MAX_NOTICE_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -49,23 +59,34 @@ class WebhookReceiver:
     def app(self) -> FastAPI:
         webhook = Webhook(self.secret)
         app = FastAPI(title="margin call notice receiver")
+        one_error_shape(app)
+        app.add_middleware(BodyLimit, limit=MAX_NOTICE_BYTES)
 
         @app.post("/webhooks")
         async def receive(request: Request) -> Response:
-            body = (await request.body()).decode()
             self.attempts += 1
             try:
-                notice = webhook.verify(body, dict(request.headers))
-            except WebhookVerificationError:
+                # The signature is over text; bytes that are not UTF-8 cannot have been signed.
+                body = (await request.body()).decode("utf-8")
+                # The library unpacks the header without checking its form: "v1" or
+                # "v1,a,b" raise ValueError, bad base64 binascii.Error (a ValueError).
+                webhook.verify(body, dict(request.headers), json_parse=False)
+            except (UnicodeDecodeError, WebhookVerificationError, ValueError):
                 self.rejected_signatures += 1
-                return Response(status_code=401)
+                return problem(401, "webhook-signature: could not be verified")
+            try:
+                notice = json.loads(body)
+            except ValueError:
+                notice = None
+            if not isinstance(notice, dict):  # signed by us, so our bug; still no 500 to retry
+                return problem(422, "body: not a JSON object")
             if self.behaviour.delay_seconds:
                 await asyncio.sleep(self.behaviour.delay_seconds)
             if self.behaviour.status >= 300:
                 headers = {}
                 if self.behaviour.retry_after is not None:
                     headers["retry-after"] = str(self.behaviour.retry_after)
-                return Response(status_code=self.behaviour.status, headers=headers)
+                return problem(self.behaviour.status, "receiver: told to fail", headers)
             notice_id = request.headers["webhook-id"]
             if notice_id not in self.notices:
                 self.notices[notice_id] = notice
