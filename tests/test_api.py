@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.conftest import CaseStack, free_port
+from tests.conftest import TEST_POLICIES, CaseStack, free_port
 from tests.test_case_workflow import account_with, wait_state
 from worker.api import MAX_BODY_BYTES, create_app
 from worker.serving import BodyLimit, serving
@@ -39,7 +39,7 @@ def auth(token: str) -> dict[str, str]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def api(stack: CaseStack) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
-    app = create_app(MarginCallClient(stack.client), stack.pool, TOKENS)
+    app = create_app(MarginCallClient(stack.client), stack.pool, TOKENS, TEST_POLICIES)
     async with (
         serving(app, port),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
@@ -59,7 +59,7 @@ async def count_rows(stack: CaseStack) -> tuple[int, int, int]:
 async def test_open_deposit_read_and_act_over_http(stack: CaseStack, api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok"}
     account = await account_with(stack, "http", "550")
-    body = {"account_id": account, "call_id": "http-1", "policy": FAST}
+    body = {"account_id": account, "call_id": "http-1", "overrides": FAST}
     opened = await api.post("/v1/margin-calls", json=body, headers=auth("open-token-0123456789"))
     assert opened.status_code == 202, opened.text
     again = await api.post("/v1/margin-calls", json=body, headers=auth("open-token-0123456789"))
@@ -116,7 +116,7 @@ async def test_open_deposit_read_and_act_over_http(stack: CaseStack, api: httpx.
 
 async def test_waive_over_http(stack: CaseStack, api: httpx.AsyncClient) -> None:
     account = await account_with(stack, "http-waive", "550")
-    body = {"account_id": account, "call_id": "w-1", "policy": FAST}
+    body = {"account_id": account, "call_id": "w-1", "overrides": FAST}
     assert (
         await api.post("/v1/margin-calls", json=body, headers=auth("all-token-0123456789"))
     ).status_code == 202
@@ -335,8 +335,8 @@ async def test_every_error_has_one_shape_naming_the_field_and_writes_nothing(
          404, "account_id"),
         ("post", "/v1/margin-calls", {"json": {"account_id": account, "call_id": "a/b"},
                                       "headers": auth("open-token-0123456789")}, 422, "call_id"),
-        ("post", "/v1/margin-calls", {"json": {"account_id": account, "call_id": "c", "policy": {"deadline": marker}},
-                                      "headers": auth("open-token-0123456789")}, 422, "policy.deadline"),
+        ("post", "/v1/margin-calls", {"json": {"account_id": account, "call_id": "c", "overrides": {"deadline": marker}},
+                                      "headers": auth("open-token-0123456789")}, 422, "overrides.deadline"),
     ]  # fmt: skip
     for method, path, arguments, status, field in cases:
         response = await api.request(method, path, **arguments)

@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from activities import exchange
 from activities.ledger import (
@@ -27,11 +29,13 @@ from activities.ledger import (
     ensure_collateral_account,
     post_transfer,
 )
-from tests.conftest import CaseStack
+from tests.conftest import CaseStack, free_port
 from tests.test_case_workflow import account_with, fast_policy, finish, notice_kinds, wait_state
+from worker.api import create_app
 from worker.market import Trader, move_market, onboard, tiers
 from worker.monitor import RiskMonitor
 from worker.receiver import Behaviour
+from worker.serving import serving
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import CaseInput, CaseOutcome, CaseState, DepositCredit, Waiver
@@ -267,3 +271,60 @@ def test_the_operators_policies_bound_what_a_caller_may_ask() -> None:
     pausing = book.named("standard").defaults.model_copy(update={"pause_between_stages": timedelta(hours=1)})
     with pytest.raises(PolicyError, match="pause_between_stages: set by the operator"):
         book.check("standard", pausing)
+
+
+async def test_the_http_api_opens_cases_only_within_the_operators_policies(stack: CaseStack) -> None:
+    """Item 4 at the HTTP API: a caller names a policy; what the operator does not allow is a 422."""
+    token = "open-and-act-0123456789"
+    app = create_app(
+        MarginCallClient(stack.client),
+        stack.pool,
+        {token: frozenset({"cases:open", "cases:act"})},
+        STANDARD_BOOK,
+    )
+    account = await account_with(stack, "http-policy", "550")
+    port = free_port()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with serving(app, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"overrides": {"deadline": "P3000000D"}}, "overrides"),
+            ({"overrides": {"deadline": "P20D"}}, "policy.deadline"),
+            ({"overrides": {"hard_threshold": "0"}}, "policy.hard_threshold"),
+            ({"overrides": {"pause_between_stages": "P3000000D"}}, "overrides"),
+            ({"overrides": {"pause_between_stages": "PT0S"}}, "overrides.pause_between_stages"),
+            ({"policy_name": "gold"}, "policy"),
+            ({"policy": {"deadline": "PT1S"}}, "policy"),
+        ]
+        for extra, named in refusals:
+            response = await http.post(
+                "/v1/margin-calls", json={"account_id": account, "call_id": "h-1", **extra}, headers=headers
+            )
+            assert response.status_code == 422, (extra, response.text)
+            assert response.json()["detail"].startswith(named), (extra, response.text)
+        with pytest.raises(RPCError, match="not found"):
+            await MarginCallClient(stack.client).handle(account).describe()  # nothing started
+        opened = await http.post(
+            "/v1/margin-calls",
+            json={"account_id": account, "call_id": "h-1", "overrides": {"deadline": "PT1H"}},
+            headers=headers,
+        )
+        assert opened.status_code == 202, opened.text
+        handle = MarginCallClient(stack.client).handle(account)
+        status = await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+        assert status.deadline is not None and status.deadline - status.opened_at == timedelta(hours=1)
+        naive = await http.post(
+            f"/v1/cases/{account}/waive",
+            json={"operator": "alice", "reason": "goodwill", "until": "2030-01-01T00:00:00"},
+            headers=headers,
+        )
+        assert naive.status_code == 422 and naive.json()["detail"].startswith("until"), naive.text
+        until = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        waived = await http.post(
+            f"/v1/cases/{account}/waive",
+            json={"operator": "alice", "reason": "goodwill", "until": until},
+            headers=headers,
+        )
+        assert waived.status_code == 200 and waived.json()["state"] == "WAIVED", waived.text
+    async with stack.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT until, operator FROM waivers WHERE account_id = $1", account)
+    assert row["operator"] == "alice" and row["until"] == datetime.fromisoformat(until)

@@ -34,7 +34,6 @@ from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.models import (
     CallId,
-    CasePolicy,
     CaseState,
     CaseStatus,
     CaseSummary,
@@ -45,6 +44,15 @@ from workflows.models import (
     FreeText,
     Identifier,
     StaffAction,
+    Waiver,
+)
+from workflows.policies import (
+    DEFAULT_POLICY,
+    STANDARD_BOOK,
+    PolicyBook,
+    PolicyError,
+    PolicyName,
+    PolicyOverrides,
 )
 from workflows.validation import describe_validation_error
 
@@ -54,9 +62,12 @@ BEARER = HTTPBearer(auto_error=False)
 
 
 class OpenCase(Contract):
+    """A case to open: the operator's policy by name, and any overrides it allows (within its bounds)."""
+
     account_id: Identifier
     call_id: CallId
-    policy: CasePolicy = CasePolicy()
+    policy_name: PolicyName = DEFAULT_POLICY
+    overrides: PolicyOverrides | None = None
 
 
 class CaseOpened(BaseModel):
@@ -91,7 +102,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, frozenset[str]]) -> FastAPI:
+def create_app(
+    cases: MarginCallClient,
+    pool: asyncpg.Pool,
+    tokens: dict[str, frozenset[str]],
+    policies: PolicyBook = STANDARD_BOOK,
+) -> FastAPI:
     app = FastAPI(
         title="Margin call case manager",
         version="1",
@@ -173,7 +189,13 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
                 call_id=body.call_id, state=closed,
             )  # fmt: skip
         try:
-            handle = await cases.open_case(body.account_id, body.call_id, body.policy)
+            policy = policies.resolve(body.policy_name, body.overrides)
+        except PolicyError as error:
+            raise Refused(422, str(error)) from None
+        try:
+            handle = await cases.open_case(
+                body.account_id, body.call_id, policy, policy_name=body.policy_name
+            )
         except ValidationError as error:  # the case's own input model is stricter than this body
             raise Refused(422, describe_validation_error(error)) from None
         return CaseOpened(
@@ -252,7 +274,8 @@ def create_app(cases: MarginCallClient, pool: asyncpg.Pool, tokens: dict[str, fr
         "/v1/cases/{account_id}/waive", responses=ERRORS, tags=["staff"],
         dependencies=[Depends(require("cases:act"))],
     )  # fmt: skip
-    async def waive(account_id: Identifier, body: StaffAction) -> CaseStatus:
+    async def waive(account_id: Identifier, body: Waiver) -> CaseStatus:
+        """Close without liquidation; no new case for the account until ``until`` (or its recovery)."""
         return await staff_update(account_id, contract.UPDATE_WAIVE, body)
 
     @app.post(

@@ -143,7 +143,7 @@ async def _api(settings: Settings, host: str, port: int) -> int:
         raise ValueError("MARGIN_CALL_API_TOKENS: set at least one token=scope,... to serve the API")
     pool, embedded = await _with_database(settings)
     try:
-        app = create_app(await _client(settings), pool, settings.api_tokens)
+        app = create_app(await _client(settings), pool, settings.api_tokens, settings.policies)
         async with serving(app, port, host):
             logging.getLogger("margin_call.api").info("serving on http://%s:%d", host, port)
             await stop_on_signals().wait()

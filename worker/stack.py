@@ -208,6 +208,8 @@ async def embedded_stack(
             await stack.enter_async_context(serving(receiver.app(), receiver_port))
             notifier_url = f"http://127.0.0.1:{receiver_port}/webhooks"
 
+        # A run given its own policy (the demo, the soak) is its own operator.
+        book = settings.policies if policy is None else open_book(policy)
         await stack.enter_async_context(
             running_worker(
                 client,
@@ -216,8 +218,7 @@ async def embedded_stack(
                 settings.webhook_secret,
                 max_concurrent_activities=settings.max_concurrent_activities,
                 sandboxed=settings.workflow_sandbox,
-                # A run given its own policy (the demo, the soak) is its own operator.
-                policies=settings.policies if policy is None else open_book(policy),
+                policies=book,
             )
         )
         monitor = RiskMonitor(LedgerActivities(pool), MarginCallClient(client), policy or CasePolicy())
@@ -238,7 +239,7 @@ async def embedded_stack(
             if not tokens:
                 api_token = secrets.token_urlsafe(24)
                 tokens = {api_token: frozenset(SCOPES)}
-            app = create_app(MarginCallClient(client), pool, tokens)
+            app = create_app(MarginCallClient(client), pool, tokens, book)
             await stack.enter_async_context(serving(app, api_port))
             api_url = f"http://127.0.0.1:{api_port}"
         yield Stack(

@@ -43,6 +43,7 @@ from workflows.models import (
     DepositReceipt,
     StaffAction,
 )
+from workflows.policies import DEFAULT_POLICY
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
 CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)
@@ -97,10 +98,18 @@ class MarginCallClient:
         call_id: str,
         policy: CasePolicy | None = None,
         *,
+        policy_name: str = DEFAULT_POLICY,
         shortfall: Decimal | None = None,
     ) -> WorkflowHandle[object, CaseOutcome]:
-        """Start the account's case, or join the one already open (same workflow id)."""
-        case = CaseInput(account_id=account_id, call_id=call_id, policy=policy or CasePolicy())
+        """Start the account's case, or join the one already open (same workflow id).
+
+        ``policy`` is the operator's policy ``policy_name`` as resolved with the
+        caller's overrides (``PolicyBook.resolve``); the worker refuses a case
+        whose policy the operator's book does not allow.
+        """
+        case = CaseInput(
+            account_id=account_id, call_id=call_id, policy=policy or CasePolicy(), policy_name=policy_name
+        )
         summary = f"Margin call on {account_id}"
         if shortfall is not None:
             summary += f": shortfall {shortfall:,.2f}"
@@ -119,7 +128,9 @@ class MarginCallClient:
                 ]
             ),
             static_summary=summary,
-            static_details=f"account `{account_id}` · call `{call_id}` · policy: {case.policy.model_dump_json()}",
+            static_details=(
+                f"account `{account_id}` · call `{call_id}` · policy `{policy_name}`: {case.policy.model_dump_json()}"
+            ),
         )
 
     async def report_deposit(

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -427,7 +428,7 @@ class Waiver(StaffAction):
     """A waive is a decision with a scope: the risk monitor opens no new case for the account until
     ``until`` (or, with none, until the account is seen healthy again), unless the hard threshold is crossed."""
 
-    until: datetime | None = None
+    until: AwareDatetime | None = None
 
 
 class RiskEscalation(Contract):

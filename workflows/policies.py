@@ -21,7 +21,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
-from workflows.models import MAX_DEADLINE, CasePolicy, Contract, describe_span
+from workflows.models import MAX_DEADLINE, CasePolicy, Contract, LiquidationPolicy, describe_span
 from workflows.money import DecimalStr
 from workflows.validation import describe_validation_error
 
@@ -65,12 +65,17 @@ class PolicyBounds(Contract):
 
 
 class PolicyOverrides(Contract):
-    """What a caller may ask to change for one case; each field must fall within the policy's bounds."""
+    """What a caller asks to change for one case; the named policy says which fields it may, and how far."""
 
     deadline: timedelta | None = None
     reminders_before_deadline: list[timedelta] | None = Field(default=None, max_length=10)
     hard_threshold: DecimalStr | None = None
     max_deadline_extension: timedelta | None = None
+    pause_between_stages: timedelta | None = None
+    max_stages: int | None = None
+    ledger_attempt_timeout: timedelta | None = None
+    notice_delivery_window: timedelta | None = None
+    liquidation: LiquidationPolicy | None = None
 
 
 OVERRIDABLE = ("deadline", "reminders_before_deadline", "hard_threshold", "max_deadline_extension")
