@@ -7,7 +7,7 @@ planner, the ``margin-call risk`` command and the tests all get the same numbers
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal, localcontext
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
 from workflows.models import Portfolio, Position, PositionFigures, RiskFigures, Tier
 
@@ -15,7 +15,18 @@ ZERO = Decimal(0)
 # Wide enough that 1e15 notionals keep 20 significant decimals after division.
 PRECISION = 60
 # Figures are exact to far below a cent; this only keeps printed strings short.
-DISPLAY = Decimal("1e-12")
+DISPLAY_PLACES = 12
+DISPLAY = Decimal(1).scaleb(-DISPLAY_PLACES)
+
+
+def _context() -> Context:
+    """The risk math's context: wide exponents, so that no product of accepted figures overflows.
+
+    The default context's exponent limit (1e999999) is reachable by figures the
+    models accept; the widest one the decimal module allows is not, for any
+    portfolio an entry point lets in.
+    """
+    return Context(prec=PRECISION, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def cumulative_amounts(tiers: Sequence[Tier], rate: str = "maintenance_rate") -> list[Decimal]:
@@ -116,14 +127,24 @@ def deposit_to_reach(equity: Decimal, target: Decimal) -> Decimal:
 
 
 def _display(value: Decimal) -> Decimal:
-    rounded = value.quantize(DISPLAY)
-    return rounded.normalize() if rounded != 0 else ZERO
+    """A figure as printed: 12 places where they fit in the precision, else its significant digits.
+
+    ``quantize`` raises when the result needs more digits than the context
+    holds (a 1e50 bankruptcy price of a 1e-18 position, to 12 places, needs 63),
+    so such a figure is only rounded to ``PRECISION`` significant digits: its
+    places below 1e-12 were never significant anyway.
+    """
+    with localcontext(_context()) as ctx:
+        if value.adjusted() + 1 + DISPLAY_PLACES <= ctx.prec:
+            rounded = value.quantize(DISPLAY)
+        else:
+            rounded = ctx.plus(value)
+        return rounded.normalize() if rounded != 0 else ZERO
 
 
 def assess(portfolio: Portfolio) -> RiskFigures:
     """Every figure of an account, as the risk officer reads them."""
-    with localcontext() as ctx:
-        ctx.prec = PRECISION
+    with localcontext(_context()):
         collateral = collateral_value(portfolio)
         upnl = [unrealised_pnl(p) for p in portfolio.positions]
         mms = [maintenance_margin(p) for p in portfolio.positions]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from pydantic import ValidationError
@@ -118,13 +118,49 @@ def test_liquidation_price_recomputed_in_the_tier_it_lands_in() -> None:
 )
 def test_bad_tier_tables_are_refused(tiers: list[tuple[str, str, str]], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
-        Position(
-            instrument="X",
-            quantity="1",  # type: ignore[arg-type]
-            entry_price="1",  # type: ignore[arg-type]
-            mark_price="1",  # type: ignore[arg-type]
-            tiers=[
-                {"notional_floor": f, "maintenance_rate": m, "initial_rate": i}  # type: ignore[misc]
-                for f, m, i in tiers
-            ],
+        Position.model_validate(
+            {
+                "instrument": "X",
+                "quantity": "1",
+                "entry_price": "1",
+                "mark_price": "1",
+                "tiers": [
+                    {"notional_floor": f, "maintenance_rate": m, "initial_rate": i} for f, m, i in tiers
+                ],
+            }
         )
+
+
+@pytest.mark.parametrize(
+    ("collateral", "quantity", "price"),
+    [
+        ("500", "-1e-50", "50000"),  # a dust short: its bankruptcy price is near 1e55
+        ("1e-50", "1e15", "1"),  # dust equity under a large position: a margin ratio near 1e63
+        ("500", "1e15", "1e15"),  # a 1e30 notional
+        ("1e15", "-1e-18", "1e15"),
+        ("-1e15", "1e15", "1e-18"),
+    ],
+)
+def test_the_figures_of_dust_and_giant_positions_are_computed_not_raised(
+    collateral: str, quantity: str, price: str
+) -> None:
+    cash = Collateral(asset="USDT", amount=Decimal(collateral), price=Decimal(price), haircut=Decimal(0))
+    figures = risk.assess(Portfolio(collateral=[cash], positions=[position(quantity, price)]))
+    p = figures.positions[0]
+    for value in (figures.equity, figures.maintenance_margin, figures.margin_ratio, p.bankruptcy_price):
+        assert value is None or value.is_finite()
+    assert figures.shortfall == max(Decimal(0), figures.maintenance_margin - figures.equity)
+
+
+@pytest.mark.parametrize("exponent", range(-60, 90, 7))
+@pytest.mark.parametrize("sign", [1, -1])
+def test_display_keeps_12_places_where_they_fit_and_never_raises(exponent: int, sign: int) -> None:
+    value = sign * Decimal("1.234567890123456789").scaleb(exponent)
+    shown = risk._display(value)
+    assert shown.is_finite()
+    with localcontext() as ctx:
+        ctx.prec = 200
+        if exponent + 1 + 12 <= 60:  # 12 places fit in the math's 60 digits
+            assert shown == value.quantize(Decimal("1e-12"))
+        else:
+            assert abs(shown - value) <= abs(value) * Decimal("1e-59")
