@@ -6,11 +6,18 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, wait_state
+import pytest
+from temporalio.client import WorkflowExecutionStatus
+
+from tests.conftest import TEST_POLICIES, CaseStack
+from tests.test_case_workflow import account_with, until, wait_state
+from tests.test_risk_command import portfolio
 from workflows.client import MarginCallClient
 from workflows.models import CaseState
 
@@ -25,10 +32,16 @@ async def margin_call(env: dict[str, str], *args: str, timeout: float = 60) -> t
     return process.returncode, out.decode(), err.decode()
 
 
+# The CLI holds a start to the operator's book as the worker does: the tests' book, from a file.
+POLICIES_FILE = Path(tempfile.mkdtemp(prefix="margin-call-cli-")) / "policies.json"
+POLICIES_FILE.write_text(TEST_POLICIES.model_dump_json())
+
+
 def stack_env(stack: CaseStack) -> dict[str, str]:
     return {
         "MARGIN_CALL_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
         "MARGIN_CALL_DATABASE_URL": stack.database_url,
+        "MARGIN_CALL_POLICIES": str(POLICIES_FILE),
     }
 
 
@@ -75,7 +88,8 @@ async def test_start_deposit_list_show_and_act_from_the_command_line(stack: Case
     for words in (
         "state       WAIVED",
         "deposit cmd-dep-1 of 10 USDT reported",
-        "waived without liquidation by carol",
+        "waived without liquidation",
+        "by carol: goodwill, approved by risk",
     ):
         assert words in out, out
     code, out, err = await margin_call(env, "cases", "show", account, "--json")
@@ -111,3 +125,136 @@ async def test_worker_stops_gracefully_on_sigterm(stack: CaseStack) -> None:
     assert process.returncode == 0
     assert "worker stopped" in rest.decode()
     assert json.loads(lines[-1])["logger"] == "margin_call.worker"  # structured lines
+
+
+def assert_refused(code: int, err: str, *words: str) -> None:
+    """Exit 2 and words that name what was wrong, never a traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("start", "{account}", "--deadline", "inf"), "--deadline"),
+        (("start", "{account}", "--deadline", "1e20"), "--deadline"),
+        (("start", "{account}", "--deadline", "nan"), "--deadline"),
+        (("start", "{account}", "--deadline", "0"), "--deadline"),
+        (("start", "{account}", "--deadline", "-30"), "--deadline"),
+        (("start", "{account}", "--deadline", "2592001"), "--deadline"),
+        (("start", "{account}", "--deadline", "soon"), "--deadline"),
+        (("cases", "extend", "{account}", "--by", "inf", "--operator", "a", "--reason", "b"), "--by"),
+        (("cases", "extend", "{account}", "--by", "1e300", "--operator", "a", "--reason", "b"), "--by"),
+        (("cases", "extend", "{account}", "--by", "0", "--operator", "a", "--reason", "b"), "--by"),
+        (("monitor", "--interval", "inf"), "--interval"),
+    ],
+)
+async def test_durations_out_of_bounds_are_refused_naming_the_option(
+    stack: CaseStack, args: tuple[str, ...], option: str
+) -> None:
+    """Each once ended in an OverflowError traceback, or (0) silently took the default deadline."""
+    account = await account_with(stack, "dur", "550")
+    env = stack_env(stack)
+    if args[:2] == ("cases", "extend"):
+        code, _, err = await margin_call(env, "start", account, "--deadline", "3600")
+        assert code == 0, err
+    code, _, err = await margin_call(env, *(a.format(account=account) for a in args))
+    assert_refused(code, err, f"argument {option}")
+    if args[0] == "start":  # nothing was started
+        assert [c async for c in stack.client.list_workflows(f"AccountId = '{account}'")] == []
+
+
+async def test_cases_list_refuses_an_unknown_state_naming_the_known_ones(stack: CaseStack) -> None:
+    code, out, err = await margin_call(stack_env(stack), "cases", "list", "--state", "BOGUS")
+    assert_refused(code, err, "--state", "AWAITING_DEPOSIT", "FAILED")
+    assert out == ""
+    code, out, err = await margin_call(stack_env(stack), "cases", "list", "--state", "awaiting_deposit")
+    assert code == 0, err
+
+
+def test_risk_takes_json_like_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "risk", "--json"],
+        input=json.dumps(portfolio()), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["equity"] == "500"
+
+
+def closed_reader(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
+    """The command with nobody reading its stdout any more, as in ``margin-call ... | head -0``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", *args], env={**os.environ, **(env or {})},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(stdin.encode(), timeout=60)
+    return process.returncode, err.decode()
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(stack: CaseStack) -> None:
+    for args in (("risk",), ("risk", "--json")):
+        code, err = closed_reader(*args, stdin=json.dumps(portfolio()))
+        assert (code, err) == (141, ""), err
+    code, err = await asyncio.to_thread(closed_reader, "cases", "list", "--json", env=stack_env(stack))
+    assert (code, err) == (141, ""), err
+
+
+async def test_start_refuses_an_account_the_ledger_does_not_know(stack: CaseStack) -> None:
+    account = stack.account("nobody")
+    code, out, err = await margin_call(stack_env(stack), "start", account)
+    assert_refused(code, err, "account_id", "no account", account)
+    assert out == ""
+    assert [c async for c in stack.client.list_workflows(f"AccountId = '{account}'")] == []
+
+
+async def ended(handle: Any, status: WorkflowExecutionStatus) -> None:
+    async def check() -> bool:
+        return bool((await handle.describe()).status == status)
+
+    await until(check)
+
+
+async def test_a_case_that_failed_or_was_terminated_is_never_listed_as_open(stack: CaseStack) -> None:
+    """Such a case once stayed OPEN in ``cases list`` for ever and ``cases show`` printed a traceback."""
+    env = stack_env(stack)
+    cases = MarginCallClient(stack.client)
+    unknown = stack.account("ghost")  # started behind the CLI's back: fails at its first ledger call
+    await ended(await cases.open_case(unknown, "ghost-1"), WorkflowExecutionStatus.FAILED)
+    terminated = await account_with(stack, "ended", "550")
+    handle = await cases.open_case(terminated, "ended-1")
+    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    await handle.terminate(reason="ops: duplicate of an older case")
+    await ended(handle, WorkflowExecutionStatus.TERMINATED)
+
+    for account, state, reason in (
+        (unknown, "FAILED", f"no account '{unknown}'"),
+        (terminated, "TERMINATED", "ops: duplicate of an older case"),
+    ):
+        code, out, err = await margin_call(env, "cases", "list", "--account", account, "--json")
+        assert code == 0, err
+        assert [row["state"] for row in json.loads(out)] == [state]
+        code, out, err = await margin_call(env, "cases", "list", "--account", account)
+        assert code == 0, err
+        assert state in out and "OPEN" not in out and "AWAITING" not in out, out
+        for open_state in ("OPEN", "AWAITING_DEPOSIT"):
+            code, out, err = await margin_call(
+                env, "cases", "list", "--account", account, "--state", open_state
+            )
+            assert code == 0 and "0 case(s)" in out, (out, err)
+        code, out, err = await margin_call(env, "cases", "list", "--account", account, "--state", state)
+        assert code == 0 and "1 case(s)" in out, (out, err)
+
+        code, out, err = await margin_call(env, "cases", "show", account)
+        assert code == 0 and "Traceback" not in err, err
+        assert f"state       {state}" in out and reason in out, out
+        code, out, err = await margin_call(env, "cases", "show", account, "--json")
+        assert code == 0, err
+        shown = json.loads(out)
+        assert shown["state"] == state and reason in shown["reason"], shown
+
+    code, out, err = await margin_call(env, "cases", "show", stack.account("never"))
+    assert_refused(code, err, "no case for")

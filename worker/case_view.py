@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
+from workflows.client import EndedCase
 from workflows.models import CaseStatus
 
 
@@ -31,3 +33,20 @@ def render_status(status: CaseStatus) -> str:
     lines.append("timeline")
     lines += [f"  {entry.at.strftime('%H:%M:%S.%f')[:-3]}  {entry.what}" for entry in status.timeline]
     return "\n".join(lines)
+
+
+def render_ended(case: EndedCase) -> str:
+    """A case that ended without an outcome has no figures or timeline to show, only why it ended."""
+
+    def at(moment: datetime | None) -> str:
+        return moment.isoformat(timespec="seconds") if moment else "-"
+
+    return "\n".join(
+        [
+            f"case {case.workflow_id}  account {case.account_id}  run {case.run_id or '-'}",
+            f"state       {case.state}",
+            f"opened      {at(case.started_at)}",
+            f"closed      {at(case.closed_at)}",
+            f"reason      {case.reason}",
+        ]
+    )

