@@ -378,6 +378,7 @@ async def test_notifier_faults_for_the_whole_case_do_not_delay_liquidation(
     assert {f"{outcome.case_id}:opened", f"{outcome.case_id}:closed"} <= owed
     async with stack.pool.acquire() as conn:
         given_up = await conn.fetch(
-            "SELECT notice_id FROM notice_outbox WHERE case_id = $1 AND failed_at IS NOT NULL", outcome.case_id
+            "SELECT notice_id FROM notice_outbox WHERE case_id = $1 AND failed_at IS NOT NULL",
+            outcome.case_id,
         )
     assert set(status.notices_owed) == {r["notice_id"] for r in given_up}

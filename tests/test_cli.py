@@ -149,6 +149,10 @@ def assert_refused(code: int, err: str, *words: str) -> None:
         (("cases", "extend", "{account}", "--by", "1e300", "--operator", "a", "--reason", "b"), "--by"),
         (("cases", "extend", "{account}", "--by", "0", "--operator", "a", "--reason", "b"), "--by"),
         (("monitor", "--interval", "inf"), "--interval"),
+        (("cases", "waive", "{account}", "--for", "inf", "--operator", "a", "--reason", "b"), "--for"),
+        (("cases", "waive", "{account}", "--for", "2592001", "--operator", "a", "--reason", "b"), "--for"),
+        (("cases", "list", "--since", "2030-01-01T00:00:00"), "--since"),
+        (("cases", "list", "--deadline-before", "tomorrow"), "--deadline-before"),
     ],
 )
 async def test_durations_out_of_bounds_are_refused_naming_the_option(
@@ -157,7 +161,7 @@ async def test_durations_out_of_bounds_are_refused_naming_the_option(
     """Each once ended in an OverflowError traceback, or (0) silently took the default deadline."""
     account = await account_with(stack, "dur", "550")
     env = stack_env(stack)
-    if args[:2] == ("cases", "extend"):
+    if args[:2] in {("cases", "extend"), ("cases", "waive")}:
         code, _, err = await margin_call(env, "start", account, "--deadline", "3600")
         assert code == 0, err
     code, _, err = await margin_call(env, *(a.format(account=account) for a in args))
@@ -258,3 +262,31 @@ async def test_a_case_that_failed_or_was_terminated_is_never_listed_as_open(stac
 
     code, out, err = await margin_call(env, "cases", "show", stack.account("never"))
     assert_refused(code, err, "no case for")
+
+
+async def test_a_waive_from_the_cli_holds_for_the_time_given(stack: CaseStack) -> None:
+    """Item 9: ``cases waive --for`` records the waive's scope for the risk monitor."""
+    account = await account_with(stack, "cli-waive", "550")
+    env = stack_env(stack)
+    code, _, err = await margin_call(env, "start", account, "--deadline", "3600")
+    assert code == 0, err
+    code, out, err = await margin_call(
+        env,
+        "cases",
+        "waive",
+        account,
+        "--for",
+        "3600",
+        "--operator",
+        "dana",
+        "--reason",
+        "goodwill",
+        "--json",
+    )
+    assert code == 0, err
+    assert json.loads(out)["state"] == "WAIVED"
+    async with stack.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT until - created_at AS span, operator FROM waivers WHERE account_id = $1", account
+        )
+    assert row["operator"] == "dana" and abs(row["span"].total_seconds() - 3600) < 60

@@ -13,9 +13,9 @@ from tests.conftest import CaseStack
 from tests.test_case_workflow import (
     account_with,
     fast_policy,
-    notice_kinds,
     finish,
     history_event_types,
+    notice_kinds,
     settled,
     wait_state,
 )

@@ -55,6 +55,17 @@ def seconds(low: timedelta, high: timedelta) -> Callable[[str], timedelta]:
     return duration
 
 
+def aware_time(text: str) -> datetime:
+    """An argparse type for an ISO 8601 time that says its zone: a bare time is ambiguous across desks."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} has no time zone (add Z or +00:00)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="margin-call", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -102,8 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", type=str.upper, choices=LISTED_STATES, metavar="STATE",
                          help=f"one of {', '.join(LISTED_STATES)}")  # fmt: skip
     listing.add_argument("--account")
-    listing.add_argument("--since", type=datetime.fromisoformat, help="opened at or after (ISO 8601)")
-    listing.add_argument("--deadline-before", type=datetime.fromisoformat, help="ISO 8601")
+    listing.add_argument("--since", type=aware_time, help="opened at or after (ISO 8601, with a zone)")
+    listing.add_argument("--deadline-before", type=aware_time, help="ISO 8601, with a zone")
     listing.add_argument("--json", action="store_true")
     show = case_commands.add_parser("show", help="a case's status and timeline")
     show.add_argument("account_id")
@@ -119,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
             act.add_argument(
                 "--by", type=seconds(timedelta(seconds=1), MAX_DEADLINE), required=True,
                 help="seconds to add to the deadline",
+            )  # fmt: skip
+        if name == "waive":
+            act.add_argument(
+                "--for", dest="hold", type=seconds(timedelta(seconds=1), MAX_DEADLINE),
+                help="seconds the waive holds (no new case for the account unless past the hard threshold);"
+                " without it, until the account is healthy again",
             )  # fmt: skip
 
     risk = commands.add_parser("risk", help="portfolio JSON on stdin -> margin figures JSON on stdout")
@@ -322,7 +339,7 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     from worker.case_view import render_status
-    from workflows.models import DeadlineExtension, StaffAction
+    from workflows.models import DeadlineExtension, StaffAction, Waiver
 
     api = await _client(settings)
     if args.cases_command == "list":
@@ -354,7 +371,10 @@ async def _cases(settings: Settings, args: argparse.Namespace) -> int:
         )
         status = await api.extend_deadline(args.account_id, extension)
     elif args.cases_command == "waive":
-        status = await api.waive(args.account_id, action)
+        until = datetime.now(UTC) + args.hold if args.hold else None
+        status = await api.waive(
+            args.account_id, Waiver(operator=args.operator, reason=args.reason, until=until)
+        )
     else:
         status = await api.force_liquidation(args.account_id, action)
     _print(status.model_dump(mode="json"), args.json, render_status(status))
