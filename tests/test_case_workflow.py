@@ -21,6 +21,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
+from activities import exchange
 from activities.ledger import PostgresDeposits, collateral_account
 from tests.conftest import CaseStack
 from worker.market import Trader, move_market, onboard
@@ -232,6 +233,8 @@ async def test_bankrupt_with_the_insurance_fund(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "bankrupt", "100")
     async with stack.pool.acquire() as conn:
+        # Other tests' bankruptcies share this fund: make sure it can cover this one in full.
+        await exchange.fund_insurance(conn, "USDT", D("1000"), f"top-up:{account}")
         fund_before = await conn.fetchval(
             "SELECT balance FROM ledger_accounts WHERE ledger_account = 'insurance_fund:USDT'"
         )

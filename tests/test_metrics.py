@@ -8,7 +8,7 @@ from datetime import timedelta
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import CaseStack, free_port
+from tests.conftest import TEST_POLICIES, CaseStack, free_port
 from tests.test_case_workflow import account_with, fast_policy
 from worker.config import DEV_WEBHOOK_SECRET, temporal_cli
 from worker.worker import metrics_runtime, running_worker
@@ -26,7 +26,9 @@ async def test_worker_exposes_sdk_and_case_metrics(stack: CaseStack) -> None:
         target = env.client.service_client.config.target_host
         client = await connect(target, runtime=metrics_runtime(port))
         account = await account_with(stack, "metrics", "100")  # bankrupt: a stage, a fee-free close-out
-        async with running_worker(client, stack.database_url, stack.notifier_url, DEV_WEBHOOK_SECRET):
+        async with running_worker(
+            client, stack.database_url, stack.notifier_url, DEV_WEBHOOK_SECRET, policies=TEST_POLICIES
+        ):
             api = MarginCallClient(client)
             handle = await api.open_case(account, "m-1", fast_policy(deadline=timedelta(seconds=30)))
             await asyncio.wait_for(handle.result(), 30)
