@@ -258,7 +258,7 @@ def test_the_operators_policies_bound_what_a_caller_may_ask() -> None:
         hours=1
     )
     refusals = {
-        "overrides: deadline": PolicyOverrides(deadline=timedelta(days=3_000_000)),
+        "overrides.deadline": PolicyOverrides(deadline=timedelta(days=3_000_000)),
         "policy.deadline": PolicyOverrides(deadline=timedelta(days=10)),
         "policy.hard_threshold": PolicyOverrides(hard_threshold=D(0)),
         "policy.reminders_before_deadline": PolicyOverrides(reminders_before_deadline=[timedelta(days=10)]),

@@ -53,11 +53,11 @@ class Tier(Contract):
     @model_validator(mode="after")
     def _rates_in_range(self) -> Tier:
         if self.notional_floor < 0:
-            raise ValueError("notional_floor must not be negative")
+            raise ValueError("notional_floor: must not be negative")
         if not (0 <= self.maintenance_rate < 1):
-            raise ValueError("maintenance_rate must be in [0, 1)")
+            raise ValueError("maintenance_rate: must be in [0, 1)")
         if not (self.maintenance_rate <= self.initial_rate <= 1):
-            raise ValueError("initial_rate must be in [maintenance_rate, 1]")
+            raise ValueError("initial_rate: must be in [maintenance_rate, 1]")
         return self
 
 
@@ -103,7 +103,7 @@ class Position(Contract):
             raise ValueError("the first tier's notional_floor must be 0")
         for lower, upper in itertools.pairwise(tiers):
             if upper.notional_floor <= lower.notional_floor:
-                raise ValueError("notional_floor must be strictly ascending")
+                raise ValueError("notional_floor: must be strictly ascending")
         return tiers
 
 
@@ -181,15 +181,15 @@ class LiquidationPolicy(Contract):
     @model_validator(mode="after")
     def _ranges(self) -> LiquidationPolicy:
         if not (0 < self.fraction_per_stage <= 1):
-            raise ValueError("fraction_per_stage must be in (0, 1]")
+            raise ValueError("fraction_per_stage: must be in (0, 1]")
         if self.maintenance_buffer < 1:
-            raise ValueError("maintenance_buffer must be at least 1")
+            raise ValueError("maintenance_buffer: must be at least 1")
         if not (0 <= self.fee_rate < Decimal("0.1")):
-            raise ValueError("fee_rate must be in [0, 0.1)")
+            raise ValueError("fee_rate: must be in [0, 0.1)")
         if not (0 <= self.slippage < Decimal("0.1")):
-            raise ValueError("slippage must be in [0, 0.1)")
+            raise ValueError("slippage: must be in [0, 0.1)")
         if self.quantity_step <= 0:
-            raise ValueError("quantity_step must be positive")
+            raise ValueError("quantity_step: must be positive")
         return self
 
 
@@ -352,7 +352,7 @@ class CasePolicy(Contract):
         def within(name: str, value: timedelta, low: timedelta, high: timedelta) -> None:
             if not low <= value <= high:
                 raise ValueError(
-                    f"{name} must be between {describe_span(low)} and {describe_span(high)}, got {describe_span(value)}"
+                    f"{name}: must be between {describe_span(low)} and {describe_span(high)}, got {describe_span(value)}"
                 )
 
         within("deadline", self.deadline, timedelta(seconds=1), MAX_DEADLINE)
@@ -361,7 +361,7 @@ class CasePolicy(Contract):
         for reminder in self.reminders_before_deadline:
             within("reminders_before_deadline", reminder, timedelta(seconds=1), MAX_DEADLINE)
         if not (0 <= self.hard_threshold < 1):
-            raise ValueError("hard_threshold must be in [0, 1)")
+            raise ValueError("hard_threshold: must be in [0, 1)")
         within("max_deadline_extension", self.max_deadline_extension, timedelta(0), MAX_DEADLINE)
         within("pause_between_stages", self.pause_between_stages, timedelta(0), MAX_PAUSE_BETWEEN_STAGES)
         within(

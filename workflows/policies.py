@@ -134,8 +134,7 @@ class PolicyBook(Contract):
         try:
             policy = named.defaults.model_validate({**named.defaults.model_dump(), **changes})
         except ValidationError as error:
-            problem = describe_validation_error(error).removeprefix("input: ")
-            raise PolicyError(f"overrides: {problem}") from None
+            raise PolicyError(f"overrides.{describe_validation_error(error)}") from None
         self.check(name, policy)
         return policy
 

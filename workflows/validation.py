@@ -6,19 +6,26 @@ errors into the same ``field.path: problem`` words.
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+_NAMED = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.+)$", re.DOTALL)
 
 
 def describe_validation_error(error: ValidationError) -> str:
     """``field.path: problem`` for the first error (and how many more there are)."""
     problems = error.errors(include_url=False)
     first = problems[0]
-    where = ".".join(str(part) for part in first["loc"]) or "input"
+    where = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not where:
+        # A check of the whole model (an amount against its currency, say)
+        # already names its field ("amount: ..."); say "input" only when it does not.
+        named = _NAMED.match(message)
+        where, message = (named.group(1), named.group(2)) if named else ("input", message)
     if first["type"] == "missing":
         message = "missing required field"
     elif first["type"] == "extra_forbidden":
