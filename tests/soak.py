@@ -19,8 +19,11 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
+
+import asyncpg
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.exceptions import IdempotencyConflict
@@ -221,7 +224,7 @@ async def run(minutes: float, seed: int, accounts: int) -> int:
                 while time.monotonic() - started < minutes * 60:
                     now = time.monotonic()
                     monitor.cases = soak.api  # a restarted server means a new client
-                    steps = [
+                    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
                         ("market", soak.move_market),
                         ("monitor", monitor.tick),
                         ("cases", soak.act_on_cases),
@@ -238,15 +241,21 @@ async def run(minutes: float, seed: int, accounts: int) -> int:
                         except Exception as error:  # the faults we inject make some steps fail: count them
                             soak.injected[f"{step} step failed ({type(error).__name__})"] += 1
                     if now - last_report > 15:
-                        async with pool.acquire() as conn:
-                            states = await conn.fetch(
-                                "SELECT state, count(*) FROM margin_call_cases GROUP BY 1"
-                            )
+                        try:
+                            async with pool.acquire() as conn:
+                                states = await conn.fetch(
+                                    "SELECT state, count(*) FROM margin_call_cases GROUP BY 1"
+                                )
+                        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                            # The connection-killing fault reaches the driver's own pool too.
+                            soak.injected[f"report step failed ({type(error).__name__})"] += 1
+                            states = []  # this report is skipped
                         print(f"t={now - started:5.0f}s  cases " + ", ".join(f"{s} {n}" for s, n in sorted(states))
                               + f"  | injected {sum(soak.injected.values())}", flush=True)  # fmt: skip
                         last_report = now
                     await asyncio.sleep(1)
                 print("calming the market, letting every case close...", flush=True)
+                await pool.expire_connections()  # the last fault may have killed the driver's own connections
                 receiver.behaviour = Behaviour()
                 if not [w for w in stack.workers if w.process.returncode is None]:
                     await stack.start_worker()

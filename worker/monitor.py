@@ -83,6 +83,8 @@ class RiskMonitor:
         for breach, result in zip(breaches, results, strict=True):
             if isinstance(result, Exception):
                 log.warning("account %s: could not open or signal its case: %s", breach.account_id, result)
+                # Its case may have closed meanwhile: the next tick starts one instead of signalling.
+                self._opened.pop(breach.account_id, None)
         # Accounts that are healthy again may breach again later with a new case.
         breached = {b.account_id for b in breaches}
         self._escalated &= breached
