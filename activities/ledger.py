@@ -10,11 +10,13 @@ which serialises deposits, stages and settlements on the same account.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 from temporalio import activity
@@ -40,6 +42,7 @@ from workflows.models import (
     CaseClosing,
     CaseEvent,
     CaseOpening,
+    CaseState,
     CollateralSale,
     DepositBooking,
     DepositCredit,
@@ -252,13 +255,15 @@ async def _sell_other_collateral(
     balance: Decimal = await conn.fetchval(
         "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", settlement
     )
+    # Asset prices are in one unit of account; the settlement currency has its own price in it.
+    settlement_price: Decimal = await conn.fetchval("SELECT price FROM assets WHERE asset = $1", currency)
     sales: list[CollateralSale] = []
     for item in snapshot.portfolio.collateral:
         if item.asset == currency or item.amount <= 0:
             continue
         await ensure_system_accounts(conn, item.asset)
         prefix = f"bankruptcy:{request.case_id}:sell:{item.asset}"
-        proceeds = _quantize(item.amount * item.price, places, ROUND_DOWN)
+        proceeds = _quantize(item.amount * item.price / settlement_price, places, ROUND_DOWN)
         await post_transfer(
             conn,
             f"{prefix}:collateral",
@@ -300,6 +305,23 @@ async def _sell_other_collateral(
             CollateralSale(asset=item.asset, amount=item.amount, price=item.price, proceeds=proceeds, fee=fee)
         )
     return sales
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def exact(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run money arithmetic at the risk math's precision, so a product is not rounded (half-even,
+    at 28 digits) before the rounding that is meant to favour neither side."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with localcontext() as ctx:
+            ctx.prec = risk.PRECISION
+            return await fn(*args, **kwargs)
+
+    return wrapper
 
 
 class LedgerActivities:
@@ -354,6 +376,7 @@ class LedgerActivities:
 
     @activity.defn(name="execute_liquidation_stage")
     @non_retryable
+    @exact
     async def execute_liquidation_stage(self, request: StageRequest) -> StageResult:
         """Sell what the plan says at mark less slippage, book PnL and fee; once per (case, stage)."""
         plan = request.plan
@@ -513,6 +536,7 @@ class LedgerActivities:
 
     @activity.defn(name="settle_bankruptcy")
     @non_retryable
+    @exact
     async def settle_bankruptcy(self, request: BankruptcyRequest) -> BankruptcySettlement:
         """Sell what other collateral is left, then cover what is still negative from the insurance fund.
 
@@ -610,15 +634,27 @@ class LedgerActivities:
         async with self.pool.acquire() as conn, conn.transaction():
             return [Breach.model_validate(dict(r)) async for r in conn.cursor(_SCAN_SQL, prefetch=scan.limit)]
 
-    async def end_waivers_of_recovered(self, breached: set[str]) -> list[str]:
-        """End the open-ended waivers (and any past their time) of accounts no longer in breach."""
+    async def clock(self) -> datetime:
+        """The ledger's time, so that what a scan saw is compared with rows on one clock."""
+        async with self.pool.acquire() as conn:
+            now: datetime = await conn.fetchval("SELECT now()")
+        return now
+
+    async def end_waivers(self, breached: set[str], scanned_at: datetime) -> list[str]:
+        """End waivers past their time, and open-ended ones whose account the scan found healthy.
+
+        A timed waiver holds until its time whatever the account does; only a
+        waiver that existed before the scan began can be ended by what it saw.
+        """
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "UPDATE waivers SET ended_at = now(),"
                 " ended_why = CASE WHEN until <= now() THEN 'expired' ELSE 'account recovered' END"
-                " WHERE ended_at IS NULL AND (until <= now() OR NOT (account_id = ANY($1::text[])))"
+                " WHERE ended_at IS NULL AND (until <= now()"
+                "   OR (until IS NULL AND created_at < $2 AND NOT (account_id = ANY($1::text[]))))"
                 " RETURNING account_id",
                 sorted(breached),
+                scanned_at,
             )
         return [r["account_id"] for r in rows]
 
@@ -635,9 +671,23 @@ class LedgerActivities:
                 status.closed_at,
                 status.model_dump_json(),
             )
+            if closing.waiver is not None and status.state == CaseState.WAIVED:
+                # The waive's scope, for the risk monitor: recorded only when the case did close WAIVED.
+                await conn.execute(
+                    "INSERT INTO waivers (case_id, account_id, until, operator, reason)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id) DO NOTHING",
+                    status.case_id,
+                    status.account_id,
+                    closing.waiver.until,
+                    closing.waiver.operator,
+                    closing.waiver.reason,
+                )
             # The notices the case still owes go to the outbox in the same
             # transaction: the case completes now, the dispatcher delivers them.
-            deliver_by = (status.closed_at or datetime.now(UTC)) + closing.notice_delivery_window
+            # From now at the earliest: a close recorded late (a worker was down) still gets the whole window.
+            deliver_by = (
+                max(status.closed_at or datetime.now(UTC), datetime.now(UTC)) + closing.notice_delivery_window
+            )
             await conn.executemany(
                 "INSERT INTO notice_outbox (notice_id, case_id, body, deliver_by)"
                 " VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (notice_id) DO NOTHING",
@@ -648,17 +698,6 @@ class LedgerActivities:
     async def record_case_event(self, event: CaseEvent) -> None:
         """Add a line to the case's audit trail (once per event id)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            if event.kind == "waive":
-                # The waive's scope, for the risk monitor: no new case until then.
-                await conn.execute(
-                    "INSERT INTO waivers (case_id, account_id, until, operator, reason)"
-                    " SELECT case_id, account_id, $2, $3, $4 FROM margin_call_cases WHERE case_id = $1"
-                    " ON CONFLICT (case_id) DO NOTHING",
-                    event.case_id,
-                    event.until,
-                    event.operator or "",
-                    event.reason or "",
-                )
             await conn.execute(
                 "INSERT INTO case_events (case_id, event_id, at, kind, operator, reason, detail)"
                 " VALUES ($1, $2, $3, $4, $5, $6, jsonb_build_object('what', $7::text))"

@@ -222,3 +222,55 @@ async def test_an_asset_outside_the_well_known_table_settles_with_the_ledgers_de
     )
     assert result.fills[0].realised_pnl == D("-990")
     assert result.fee == D("8.02")  # 0.2 % of 4,010, well within what is left
+
+
+async def test_collateral_is_converted_at_its_price_in_the_settlement_currency(venue: asyncpg.Pool) -> None:
+    """Review finding: an asset's price is in the unit of account; the settlement currency has its own."""
+    ledger = LedgerActivities(venue)
+    async with venue.acquire() as conn:
+        await exchange.add_asset(conn, "EUR", 2, D("1.25"))
+        await exchange.open_account(conn, "euro", "EUR")
+        held = await ensure_collateral_account(conn, "euro", "EUR")
+        await post_transfer(conn, "euro-loss", held, "market:EUR", "EUR", D("1000"), "realised_pnl")
+    await give_btc(venue, "euro", D("0.1"))
+    await open_case(ledger, "euro", "case-euro")
+    settled = await ledger.settle_bankruptcy(BankruptcyRequest(case_id="case-euro"))
+    assert settled.collateral_sold[0].proceeds == D("4000")  # 5,000 at 50,000 per BTC, 1.25 per EUR
+    assert settled.deficit == 0
+    assert await balance(venue, held) == D("3000")
+
+
+async def test_a_waiver_is_kept_only_for_a_case_that_closed_waived_and_ends_as_its_scope_says(
+    venue: asyncpg.Pool,
+) -> None:
+    """Review findings: a waive accepted just before a cure left a waiver; a timed one ended on recovery."""
+    from datetime import timedelta
+
+    from workflows.models import CaseClosing as Closing
+    from workflows.models import CaseState, CaseStatus, Waiver
+
+    ledger = LedgerActivities(venue)
+    now = datetime.now(UTC)
+    for name in ("cured", "timed", "open-ended"):
+        await onboard(venue, Trader(name, D("100"), {}))
+        await open_case(ledger, name, f"case-{name}")
+    scope = {"cured": now + timedelta(days=1), "timed": now + timedelta(days=1), "open-ended": None}
+    for name, until in scope.items():
+        state = CaseState.CURED if name == "cured" else CaseState.WAIVED
+        status = CaseStatus(
+            case_id=f"case-{name}", account_id=name, call_id="c1", state=state, currency="USDT", opened_at=now,
+            deadline=None, equity=None, maintenance_margin=None, shortfall=None, deposit_needed=None,
+            deposits_counted=[], stages=[], fees_to_insurance_fund=D(0), insurance_fund_used=D(0),
+            uncovered_loss=D(0), notices_sent=0, notices_failed=[], timeline=[], closed_at=now,
+        )  # fmt: skip
+        await ledger.close_case(
+            Closing(status=status, waiver=Waiver(operator="alice", reason="goodwill", until=until))
+        )
+    async with venue.acquire() as conn:
+        kept = {r["account_id"] for r in await conn.fetch("SELECT account_id FROM waivers")}
+    assert kept == {"timed", "open-ended"}
+    before = now - timedelta(minutes=1)
+    assert await ledger.end_waivers(set(), before) == []  # a scan from before the waivers ends none
+    assert await ledger.end_waivers(set(), await ledger.clock()) == ["open-ended"]  # healthy: it recovered
+    async with venue.acquire() as conn:
+        assert await conn.fetchval("SELECT ended_at FROM waivers WHERE account_id = 'timed'") is None

@@ -87,6 +87,26 @@ async def test_a_malformed_start_fails_the_case_at_once_naming_the_field(
     await again.terminate("test done")
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [([], "input"), (["acct"], "JSON object"), ([None], "JSON object"), ([[1, 2]], "JSON object"),
+     ([{"account_id": "x", "call_id": "y"}, {}], "one argument")],
+    ids=["no input", "a string", "null", "a list", "two arguments"],
+)  # fmt: skip
+async def test_an_input_that_is_no_case_at_all_fails_at_once(
+    stack: CaseStack, args: list[Any], named: str
+) -> None:
+    """Review finding: a non-object input used to fail decoding, hence every workflow task."""
+    account = stack.account("shapeless")
+    handle = await stack.client.start_workflow(
+        contract.WORKFLOW_TYPE, args=args, id=contract.workflow_id(account), task_queue=contract.TASK_QUEUE,
+        result_type=CaseOutcome,
+    )  # fmt: skip
+    with pytest.raises(WorkflowFailureError) as failed:
+        await asyncio.wait_for(handle.result(), 20)
+    assert named in str(failed.value.cause), failed.value.cause
+
+
 async def test_the_longest_ids_open_liquidate_and_close(stack: CaseStack) -> None:
     """Item 3: a 128-character account id with a 128-character call id is a case like any other."""
     account = ("long-" + stack.account("x")).ljust(128, "z")

@@ -23,6 +23,7 @@ from activities.exceptions import LedgerError
 from worker.config import ConfigError, Settings, load_settings
 from workflows.client import LISTED_STATES
 from workflows.models import MAX_DEADLINE, describe_span
+from workflows.policies import DEFAULT_POLICY
 from workflows.validation import describe_validation_error
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
@@ -256,7 +257,9 @@ async def _monitor(settings: Settings, interval: timedelta) -> int:
 
     pool, _ = await _with_database(settings)
     try:
-        monitor = RiskMonitor(LedgerActivities(pool), await _client(settings))
+        # Cases the monitor opens follow the operator's standard policy (its hard line too).
+        policy = settings.policies.resolve(DEFAULT_POLICY)
+        monitor = RiskMonitor(LedgerActivities(pool), await _client(settings), policy)
         await monitor.run(stop_on_signals(), interval.total_seconds())
     finally:
         await pool.close()

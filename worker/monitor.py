@@ -47,10 +47,11 @@ class RiskMonitor:
     _escalated: set[str] = field(default_factory=set)
 
     async def tick(self) -> TickReport:
+        scanned_at = await self.ledger.clock()
         breaches = await self.ledger.scan_breaches(BreachScan(limit=self.limit))
         report = TickReport(breaches=len(breaches))
         # A waive without a time holds until the account is seen healthy; one past its time ends.
-        await self.ledger.end_waivers_of_recovered({b.account_id for b in breaches})
+        await self.ledger.end_waivers({b.account_id for b in breaches}, scanned_at)
         gate = asyncio.Semaphore(self.concurrency)
         call_id = "breach-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 

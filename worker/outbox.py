@@ -18,7 +18,6 @@ import logging
 from datetime import timedelta
 
 import asyncpg
-import httpx
 
 from activities.notifier import NotifierActivities
 from workflows.models import Notice
@@ -54,11 +53,21 @@ class NoticeDispatcher:
         return sum(settled)
 
     async def _deliver(self, row: asyncpg.Record) -> bool:
-        notice = Notice.model_validate_json(row["body"])
+        try:
+            notice = Notice.model_validate_json(row["body"])
+        except ValueError as error:
+            # Written by another version of the worker: no retry will read it; say so on the row.
+            async with self.pool.acquire() as conn:
+                await conn.execute(
+                    "UPDATE notice_outbox SET failed_at = now(), last_error = $2 WHERE notice_id = $1",
+                    row["notice_id"],
+                    f"unreadable notice: {str(error)[:200]}",
+                )
+            return True
         try:
             attempt = await self.notifier.send(notice)
             outcome, detail, retry_after = attempt.outcome, attempt.detail, attempt.retry_after
-        except httpx.HTTPError as error:
+        except Exception as error:  # the network, or anything else: retried within the window
             outcome, detail, retry_after = "retry", f"{type(error).__name__}: {error}", None
         async with self.pool.acquire() as conn:
             if outcome == "delivered":
@@ -94,7 +103,7 @@ class NoticeDispatcher:
         while not stop.is_set():
             try:
                 await self.deliver_due()
-            except (asyncpg.PostgresError, OSError):
+            except Exception:  # a dispatcher that stops is notices never sent: log and go on
                 log.exception("outbox pass failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)

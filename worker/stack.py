@@ -41,7 +41,7 @@ from worker.serving import serving
 from worker.worker import metrics_runtime, running_worker
 from workflows.client import MarginCallClient, connect
 from workflows.models import CasePolicy
-from workflows.policies import open_book
+from workflows.policies import DEFAULT_POLICY, open_book
 
 log = logging.getLogger("margin_call.stack")
 
@@ -221,7 +221,9 @@ async def embedded_stack(
                 policies=book,
             )
         )
-        monitor = RiskMonitor(LedgerActivities(pool), MarginCallClient(client), policy or CasePolicy())
+        monitor = RiskMonitor(
+            LedgerActivities(pool), MarginCallClient(client), policy or book.resolve(DEFAULT_POLICY)
+        )
         stop_monitor = asyncio.Event()
         monitor_task = asyncio.create_task(monitor.run(stop_monitor, monitor_interval))
 

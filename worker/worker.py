@@ -120,16 +120,23 @@ async def running_worker(
                 extra_activities=extra_activities,
                 policies=policies,
             )
-            dispatcher = NoticeDispatcher(pool, NotifierActivities(http, notifier_url, webhook_secret))
             stop = asyncio.Event()
-            outbox = asyncio.create_task(dispatcher.run(stop))
+            # A worker with no notifier leaves the outbox to those that have one.
+            outbox = (
+                asyncio.create_task(
+                    NoticeDispatcher(pool, NotifierActivities(http, notifier_url, webhook_secret)).run(stop)
+                )
+                if notifier_url is not None
+                else None
+            )
             try:
                 async with worker:
                     log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
                     yield worker
             finally:
                 stop.set()
-                await outbox
+                if outbox is not None:
+                    await outbox
             log.info("worker stopped")
     finally:
         await pool.close()

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -74,27 +75,35 @@ NOTICE_RETRY = RetryPolicy(
 
 def _money(value: Decimal) -> str:
     """Display only: two places and thousands separators (the figures themselves stay exact)."""
-    return f"{value.quantize(Decimal('0.01')):,}"
+    with decimal.localcontext() as ctx:
+        ctx.prec = FIGURE_PRECISION  # a figure of 1e26 or more must still print, not fail the task
+        return f"{value.quantize(Decimal('0.01')):,}"
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
 class MarginCallWorkflow:
     @workflow.init
-    def __init__(self, case: CaseInput | Submission) -> None:
-        # Any start is taken, even a malformed one from the ``temporal`` CLI: a
-        # bad input fails the case at once with words naming the field, instead
+    def __init__(self, case: Any = None, *extra: Any) -> None:
+        # Any start is taken, even a malformed one from the ``temporal`` CLI
+        # (no input, a string, two arguments): the input arrives as raw JSON and
+        # a bad one fails the case at once with words naming the field, instead
         # of failing every workflow task (a wedged case that blocks the account).
         self._input_problem: str | None = None
-        if isinstance(case, Submission):
+        if extra:
+            self._input_problem = f"input: one argument expected, got {1 + len(extra)}"
+        elif not isinstance(case, dict | BaseModel):
+            self._input_problem = f"input: must be a JSON object, got {type(case).__name__}"
+        else:
             try:
                 case = parse(CaseInput, case)
             except ValueError as problem:
                 self._input_problem = str(problem)
-                raw = case.model_dump()
-                case = CaseInput.model_construct(
-                    account_id=str(raw.get("account_id", "?"))[:128], call_id="invalid", policy=CasePolicy()
-                )
-        self._input = case
+        if self._input_problem is not None:
+            raw = case if isinstance(case, dict) else {}
+            case = CaseInput.model_construct(
+                account_id=str(raw.get("account_id", "?"))[:128], call_id="invalid", policy=CasePolicy()
+            )
+        self._input: CaseInput = case
         self._case_id = contract.case_id(case.account_id, case.call_id)
         self._state = CaseState.OPEN
         self._opened_at = workflow.now()
@@ -107,7 +116,7 @@ class MarginCallWorkflow:
         self._recheck = False
         self._escalated = False
         self._forced: StaffAction | None = None
-        self._waived: StaffAction | None = None
+        self._waived: Waiver | None = None
         self._deposits: list[str] = []
         self._stages: list[StageRecord] = []
         self._fees = ZERO
@@ -129,7 +138,7 @@ class MarginCallWorkflow:
     # --- the case ---------------------------------------------------------------
 
     @workflow.run
-    async def run(self, case: CaseInput | Submission) -> CaseOutcome:
+    async def run(self, case: Any = None, *extra: Any) -> CaseOutcome:
         # Asked first, before any local activity: a patch marker recorded after
         # local activity markers in the same task does not replay.
         self._notices_after_close = workflow.patched(NOTICES_AFTER_CLOSE)
@@ -303,7 +312,10 @@ class MarginCallWorkflow:
                     )
 
     async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
-        if snapshot.figures.equity >= 0:
+        # Debt in the settlement currency backed by other collateral is settled
+        # too (that collateral sold), or nothing would ever watch it again.
+        in_debt = any(c.asset == snapshot.currency and c.amount < 0 for c in snapshot.portfolio.collateral)
+        if snapshot.figures.equity >= 0 and not in_debt:
             return await self._close(CaseState.CLOSED_OUT, "every position closed")
         settlement = await self._ledger(
             "settle_bankruptcy",
@@ -314,6 +326,7 @@ class MarginCallWorkflow:
         self._fund_used = settlement.covered_by_insurance_fund
         self._uncovered = settlement.uncovered_loss
         for sale in settlement.collateral_sold:
+            self._fees += sale.fee
             self._log(
                 f"sold {sale.amount.normalize()} {sale.asset} collateral at {self._fmt(sale.price)}: "
                 f"proceeds {self._fmt(sale.proceeds)}, fee {self._fmt(sale.fee)} to the insurance fund"
@@ -356,6 +369,7 @@ class MarginCallWorkflow:
                 status=self.status(),
                 notices=owed,
                 notice_delivery_window=self._input.policy.notice_delivery_window,
+                waiver=self._waived if state == CaseState.WAIVED else None,
             )
         else:
             # Histories recorded before the outbox waited here for every notice.
@@ -463,6 +477,8 @@ class MarginCallWorkflow:
     @waive.validator
     def _validate_waive(self, submission: Submission) -> None:
         waiver = parse(Waiver, submission)
+        if self._waived is not None:
+            raise ValueError(f"state: already waived by {self._waived.operator}")
         if self._state not in AWAITING or self._stages:
             raise ValueError(f"state: cannot waive a case that is {self._state.value}")
         if waiver.until is not None:

@@ -210,7 +210,8 @@ class LiquidationPlan(Contract):
 
 class StageRequest(Contract):
     case_id: CaseId
-    stage: int = Field(ge=1, le=1000)
+    # Unbounded in practice: after max_stages each stage closes one position, and a portfolio has no size limit.
+    stage: int = Field(ge=1, le=10_000_000)
     plan: LiquidationPlan
 
 
@@ -525,6 +526,8 @@ class CaseClosing(Contract):
     status: CaseStatus
     notices: list[Notice] = []
     notice_delivery_window: timedelta = timedelta(minutes=10)
+    # For a case closed WAIVED: the waive, whose scope the risk monitor honours.
+    waiver: Waiver | None = None
 
 
 class CaseOpening(Contract):
