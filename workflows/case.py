@@ -713,18 +713,9 @@ class MarginCallWorkflow:
             f"by {deadline} or positions will be liquidated in stages."
         )
 
-    def _notify(
-        self,
-        kind: NoticeKind,
-        suffix: str,
-        message: str,
-        *,
-        stage: StageResult | None = None,
-        operator: str | None = None,
-        reason: str | None = None,
-    ) -> None:
+    def _notify(self, kind: NoticeKind, suffix: str, message: str, **details: Any) -> None:
         """Send a notice beside the case: retried within its window, never awaited by the case."""
-        notice = self._notice(kind, suffix, message, stage=stage, operator=operator, reason=reason)
+        notice = self._notice(kind, suffix, message, **details)
         self._undelivered[notice.notice_id] = notice
         self._notice_tasks.append(asyncio.create_task(self._deliver(notice)))
 
