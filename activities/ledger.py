@@ -248,25 +248,24 @@ async def _sell_other_collateral(
 ) -> list[CollateralSale]:
     """Convert every positive non-settlement balance at its price, as transfers through the market.
 
-    Proceeds round down and the fee is capped at what the trader has left, so
-    neither the fund nor the trader gains from rounding, and the fund never
-    charges a fee it would then pay for itself.
+    Proceeds round down and the fee is capped at what the trader has left after
+    the whole sale, so neither the fund nor the trader gains from rounding, and
+    the fund never charges a fee it would then pay for itself.
     """
     balance: Decimal = await conn.fetchval(
         "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", settlement
     )
     # Asset prices are in one unit of account; the settlement currency has its own price in it.
     settlement_price: Decimal = await conn.fetchval("SELECT price FROM assets WHERE asset = $1", currency)
-    sales: list[CollateralSale] = []
-    for item in snapshot.portfolio.collateral:
-        if item.asset == currency or item.amount <= 0:
-            continue
+    sold = [c for c in snapshot.portfolio.collateral if c.asset != currency and c.amount > 0]
+    prefix = f"bankruptcy:{request.case_id}:sell"
+    # Every asset leg first (in asset order), then the settlement legs: two
+    # settlements lock the shared market accounts in one order, not in turns.
+    for item in sold:
         await ensure_system_accounts(conn, item.asset)
-        prefix = f"bankruptcy:{request.case_id}:sell:{item.asset}"
-        proceeds = _quantize(item.amount * item.price / settlement_price, places, ROUND_DOWN)
         await post_transfer(
             conn,
-            f"{prefix}:collateral",
+            f"{prefix}:{item.asset}:collateral",
             collateral_account(snapshot.account_id, item.asset),
             system_account("market", item.asset),
             item.asset,
@@ -274,35 +273,43 @@ async def _sell_other_collateral(
             "collateral_sale",
             request.case_id,
         )
-        if proceeds > 0:
+    proceeds = [_quantize(c.amount * c.price / settlement_price, places, ROUND_DOWN) for c in sold]
+    for item, amount in zip(sold, proceeds, strict=True):
+        if amount > 0:
             await post_transfer(
                 conn,
-                f"{prefix}:proceeds",
+                f"{prefix}:{item.asset}:proceeds",
                 system_account("market", currency),
                 settlement,
                 currency,
-                proceeds,
+                amount,
                 "collateral_sale",
                 request.case_id,
                 item.asset,
             )
-        balance += proceeds
-        fee = _quantize(min(proceeds * request.fee_rate, max(ZERO, balance)), places, ROUND_DOWN)
-        if fee > 0:
+    # One fee on the whole sale, capped at what is left after it, whatever the order of the assets;
+    # shared out by proceeds (down, the rest on the last) so each sale records its part.
+    total = sum(proceeds, ZERO)
+    fee = _quantize(min(total * request.fee_rate, max(ZERO, balance + total)), places, ROUND_DOWN)
+    shares = [_quantize(fee * p / total, places, ROUND_DOWN) if total else ZERO for p in proceeds]
+    if shares:
+        shares[-1] = fee - sum(shares[:-1], ZERO)
+    sales: list[CollateralSale] = []
+    for item, amount, share in zip(sold, proceeds, shares, strict=True):
+        if share > 0:
             await post_transfer(
                 conn,
-                f"{prefix}:fee",
+                f"{prefix}:{item.asset}:fee",
                 settlement,
                 system_account("insurance_fund", currency),
                 currency,
-                fee,
+                share,
                 "liquidation_fee",
                 request.case_id,
                 f"collateral sale {item.asset}",
             )
-            balance -= fee
         sales.append(
-            CollateralSale(asset=item.asset, amount=item.amount, price=item.price, proceeds=proceeds, fee=fee)
+            CollateralSale(asset=item.asset, amount=item.amount, price=item.price, proceeds=amount, fee=share)
         )
     return sales
 

@@ -274,3 +274,25 @@ async def test_a_waiver_is_kept_only_for_a_case_that_closed_waived_and_ends_as_i
     assert await ledger.end_waivers(set(), await ledger.clock()) == ["open-ended"]  # healthy: it recovered
     async with venue.acquire() as conn:
         assert await conn.fetchval("SELECT ended_at FROM waivers WHERE account_id = 'timed'") is None
+
+
+async def test_the_fee_on_a_sale_of_several_assets_does_not_depend_on_their_order(
+    venue: asyncpg.Pool,
+) -> None:
+    """Review finding: the fee was capped per asset, so a sale made while still negative paid none."""
+    await onboard(venue, Trader("two-assets", D("100"), {"BTCUSDT": (D("1"), D("50000"))}))
+    await give_btc(venue, "two-assets", D("0.05"))  # 2,500
+    async with venue.acquire() as conn:
+        await exchange.add_asset(conn, "ETH", 8, D("3000"), D("0.5"))  # counts 1,500 in equity
+        held = await ensure_collateral_account(conn, "two-assets", "ETH")
+        await post_transfer(
+            conn, "eth:two-assets", "external:ETH", held, "ETH", D("1"), "collateral_transfer"
+        )
+    ledger = await crash_and_close_out(venue, "two-assets")
+    settled = await ledger.settle_bankruptcy(
+        BankruptcyRequest(case_id="case-two-assets", fee_rate=D("0.002"))
+    )
+    # -4,900 + 2,500 + 3,000 = 600 left: the fee is 0.2 % of the whole 5,500 sold.
+    assert sum(sale.fee for sale in settled.collateral_sold) == D("11")
+    assert settled.deficit == 0
+    assert await balance(venue, collateral_account("two-assets", "USDT")) == D("589")
