@@ -58,3 +58,17 @@ async def test_each_report_has_its_own_update_id() -> None:
     await MarginCallClient._submit_deposit(first, DEPOSIT)  # type: ignore[arg-type]
     await MarginCallClient._submit_deposit(second, DEPOSIT)  # type: ignore[arg-type]
     assert first.update_ids != second.update_ids
+
+
+def test_a_workflow_not_ready_answer_is_asked_again_and_nothing_else_is() -> None:
+    """A staff update the server turned down with "workflow not ready" (seen in CI) is retried under its id."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from workflows.client import _not_ready
+
+    details = (
+        b"\x08\t\x12TUnable to perform workflow execution update due to unexpected workflow task failure."
+        b"\x1aJ\nHtype.googleapis.com/temporal.api.errordetails.v1.WorkflowNotReadyFailure"
+    )
+    assert _not_ready(RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, details))
+    assert not _not_ready(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""))

@@ -8,6 +8,7 @@ so that this package never depends on the database driver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,15 @@ from workflows.models import (
 from workflows.policies import DEFAULT_POLICY
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
+NOT_READY_ATTEMPTS = 5
+
+
+def _not_ready(error: RPCError) -> bool:
+    """The server's "workflow not ready" answer to an update: worth asking again."""
+    details = error.grpc_status.details if error.grpc_status else []
+    return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
+
+
 CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)
 
 
@@ -195,10 +205,26 @@ class MarginCallClient:
         return status
 
     async def _staff_update(self, account_id: str, update: str, action: StaffAction) -> CaseStatus:
-        status: CaseStatus = await self.handle(account_id).execute_update(
-            update, action, result_type=CaseStatus
-        )
-        return status
+        """The update, asked again under the same id when the server says the case was not ready.
+
+        A workflow task that the server turned down for its own reasons (a new
+        event arrived as it completed) fails the updates it carried with
+        "workflow not ready"; the server joins a retry with the same id to the
+        same update, so the action is taken once.
+        """
+        handle = self.handle(account_id)
+        update_id = f"{update}:{uuid.uuid4().hex}"
+        for attempt in range(NOT_READY_ATTEMPTS):
+            try:
+                status: CaseStatus = await handle.execute_update(
+                    update, action, id=update_id, result_type=CaseStatus
+                )
+                return status
+            except RPCError as error:
+                if not _not_ready(error) or attempt == NOT_READY_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     async def extend_deadline(self, account_id: str, extension: DeadlineExtension) -> CaseStatus:
         return await self._staff_update(account_id, contract.UPDATE_EXTEND_DEADLINE, extension)
