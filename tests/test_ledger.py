@@ -13,11 +13,11 @@ from activities.audit import check_ledger
 from activities.exceptions import IdempotencyConflict
 from activities.ledger import LedgerActivities, collateral_account, credit_deposit, post_transfer
 from activities.migrate import migrate
+from tests.ledger_helpers import balance, open_case
 from worker.market import Trader, move_market, onboard
 from workflows.models import (
     BankruptcyRequest,
     BreachScan,
-    CaseOpening,
     DepositCredit,
     LiquidationOrder,
     LiquidationPlan,
@@ -27,26 +27,10 @@ from workflows.models import (
 D = Decimal
 
 
-async def balance(pool: asyncpg.Pool, ledger_account: str) -> Decimal:
-    async with pool.acquire() as conn:
-        value: Decimal = await conn.fetchval(
-            "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", ledger_account
-        )
-    return value
-
-
 async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
     async with pool.acquire() as conn:
         value: int = await conn.fetchval(sql, *args)
     return value
-
-
-async def open_case(ledger: LedgerActivities, account_id: str, case_id: str) -> None:
-    from datetime import UTC, datetime
-
-    await ledger.open_case(
-        CaseOpening(case_id=case_id, account_id=account_id, call_id="c1", opened_at=datetime.now(UTC))
-    )
 
 
 def deposit(account: str, deposit_id: str, amount: str, currency: str = "USDT") -> DepositCredit:

@@ -22,10 +22,10 @@ from activities.ledger import (
     post_transfer,
     system_account,
 )
+from tests.ledger_helpers import balance, open_case
 from worker.market import Trader, move_market, onboard, tiers
 from workflows.models import (
     BankruptcyRequest,
-    CaseOpening,
     DepositCredit,
     LiquidationOrder,
     LiquidationPlan,
@@ -33,20 +33,6 @@ from workflows.models import (
 )
 
 D = Decimal
-
-
-async def open_case(ledger: LedgerActivities, account_id: str, case_id: str) -> None:
-    await ledger.open_case(
-        CaseOpening(case_id=case_id, account_id=account_id, call_id="c1", opened_at=datetime.now(UTC))
-    )
-
-
-async def balance(pool: asyncpg.Pool, ledger_account: str) -> Decimal:
-    async with pool.acquire() as conn:
-        value: Decimal = await conn.fetchval(
-            "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", ledger_account
-        )
-    return value
 
 
 def close_plan(account: str, instrument: str, quantity: str, side: str = "sell") -> LiquidationPlan:

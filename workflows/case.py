@@ -468,9 +468,7 @@ class MarginCallWorkflow:
         action = parse(Waiver, submission)
         self._waived = action
         scope = f"until {action.until.isoformat()}" if action.until else "until the account recovers"
-        await self._staff_event(
-            "waive", action, f"case waived without liquidation; holds {scope}", until=action.until
-        )
+        await self._staff_event("waive", action, f"case waived without liquidation; holds {scope}")
         await workflow.wait_condition(lambda: self._state in CLOSED_STATES)
         return self.status()
 
@@ -481,9 +479,7 @@ class MarginCallWorkflow:
             raise ValueError(f"state: already waived by {self._waived.operator}")
         if self._state not in AWAITING or self._stages:
             raise ValueError(f"state: cannot waive a case that is {self._state.value}")
-        if waiver.until is not None:
-            if waiver.until.tzinfo is None:
-                raise ValueError("until: must carry a time zone")
+        if waiver.until is not None:  # a time without a zone is refused by the model
             now = workflow.now()
             if not now < waiver.until <= now + MAX_DEADLINE:
                 raise ValueError(f"until: must be after now and at most {describe_span(MAX_DEADLINE)} ahead")
@@ -641,9 +637,7 @@ class MarginCallWorkflow:
             retry_policy=LEDGER_RETRY, summary=summary,
         )  # fmt: skip
 
-    async def _staff_event(
-        self, kind: str, action: StaffAction, what: str, *, until: datetime | None = None
-    ) -> None:
+    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
         self._events += 1
         self._log(f"{what} by {action.operator}: {action.reason}")
         self._notify(
@@ -663,7 +657,6 @@ class MarginCallWorkflow:
                 reason=action.reason,
                 detail=what,
                 at=workflow.now(),
-                until=until,
             ),
             type(None),
             f"Record {kind} by {action.operator}",

@@ -449,8 +449,6 @@ class CaseEvent(Contract):
     reason: str | None = None
     detail: str
     at: datetime
-    # For a waive: until when the monitor leaves the account alone (None: until it recovers).
-    until: datetime | None = None
 
 
 class StageRecord(Contract):
