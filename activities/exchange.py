@@ -18,7 +18,7 @@ from activities.ledger import (
     post_transfer,
     system_account,
 )
-from workflows.models import Tier
+from workflows.domain.portfolio import Tier
 
 
 async def add_asset(

@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import asyncpg
 from temporalio import activity
 
-from activities import failpoints, risk
+from activities import failpoints
 from activities.exceptions import (
     AccountAboveMaintenance,
     CurrencyMismatch,
@@ -34,7 +34,7 @@ from activities.exceptions import (
     UnknownCase,
     non_retryable,
 )
-from workflows.models import (
+from workflows.contract import (
     BankruptcyRequest,
     BankruptcySettlement,
     Breach,
@@ -46,15 +46,14 @@ from workflows.models import (
     CollateralSale,
     DepositBooking,
     DepositCredit,
-    Fill,
-    LiquidationPlan,
-    MarginSnapshot,
-    Portfolio,
     StageRequest,
     StageResult,
 )
-from workflows.money import AmountError, money_amount
-from workflows.policies import STANDARD_BOOK, PolicyBook, PolicyError
+from workflows.domain import margin
+from workflows.domain.liquidation import Fill, LiquidationPlan
+from workflows.domain.money import AmountError, money_amount
+from workflows.domain.policies import STANDARD_BOOK, PolicyBook, PolicyError
+from workflows.domain.portfolio import MarginSnapshot, Portfolio
 
 ZERO = Decimal(0)
 
@@ -188,7 +187,7 @@ async def read_snapshot(
         currency=row["settlement_currency"],
         status=row["status"],
         portfolio=portfolio,
-        figures=risk.assess(portfolio),
+        figures=margin.assess(portfolio),
         as_of=as_of,
         currency_decimals=row["currency_decimals"],
     )
@@ -234,7 +233,7 @@ SELECT e.account_id, a.settlement_currency AS currency,
 def _quantize(amount: Decimal, places: int, rounding: str) -> Decimal:
     """To the settlement currency's unit, as the ledger's ``assets.decimals`` defines it."""
     with localcontext() as ctx:
-        ctx.prec = risk.PRECISION
+        ctx.prec = margin.PRECISION
         return amount.quantize(Decimal(1).scaleb(-places), rounding=rounding)
 
 
@@ -325,7 +324,7 @@ def exact(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with localcontext() as ctx:
-            ctx.prec = risk.PRECISION
+            ctx.prec = margin.PRECISION
             return await fn(*args, **kwargs)
 
     return wrapper

@@ -21,7 +21,7 @@ from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import Notice, NoticeDelivery
+from workflows.contract import Notice, NoticeDelivery
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from activities import risk
 from activities.database import EmbeddedPostgres, create_pool
 from activities.ledger import LedgerActivities, PostgresDeposits
 from activities.migrate import migrate
@@ -44,14 +43,11 @@ from worker.serving import serving
 from worker.stack import scratch_data_dir
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import (
-    BreachScan,
-    CasePolicy,
-    CaseState,
-    Deposit,
-    LiquidationPolicy,
-    Position,
-)
+from workflows.contract import BreachScan, CaseState, Deposit
+from workflows.domain import margin
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.policies import CasePolicy
+from workflows.domain.portfolio import Position
 
 D = Decimal
 RESULTS = Path("bench-results")
@@ -126,7 +122,7 @@ class Bench:
         quantity = D("0.6")
         crashed = Position(instrument="BTCUSDT", quantity=quantity, entry_price=price,
                            mark_price=CRASH["BTCUSDT"], tiers=tiers)  # fmt: skip
-        collateral = (ratio * risk.maintenance_margin(crashed) - risk.unrealised_pnl(crashed)).quantize(
+        collateral = (ratio * margin.maintenance_margin(crashed) - margin.unrealised_pnl(crashed)).quantize(
             D("0.01")
         )
         names = [f"{prefix}-{i:05d}" for i in range(count)]
@@ -419,8 +415,8 @@ class Bench:
         """One liquidation stage straight against the ledger (plan made, transaction timed)."""
         from datetime import UTC, datetime
 
-        from activities.planner import plan_stage
-        from workflows.models import CaseOpening, StageRequest
+        from workflows.contract import CaseOpening, StageRequest
+        from workflows.domain.liquidation import plan_stage
 
         ledger = LedgerActivities(self.pool)
         accounts = await self.seed_accounts("stage", n, D("0.8"))

@@ -20,7 +20,7 @@ from activities.database import create_pool, resolve_database_url
 from activities.ledger import LedgerActivities
 from activities.migrate import migrate
 from worker.market import list_venue, move_market
-from workflows.models import BreachScan
+from workflows.contract import BreachScan
 
 
 async def seed(conn: asyncpg.Connection, accounts: int, per_account: int) -> None:

@@ -19,7 +19,7 @@ from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.worker import running_worker, stop_on_signals
 from workflows.client import connect
-from workflows.policies import open_book
+from workflows.domain.policies import open_book
 
 
 def profiled(path: str) -> Callable[[], None]:

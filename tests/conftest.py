@@ -20,7 +20,7 @@ from hypothesis import settings
 
 from activities.database import create_pool, resolve_database_url
 from activities.migrate import migrate
-from workflows.policies import open_book
+from workflows.domain.policies import open_book
 
 # CI replays the same examples every run (a failure there reproduces here with CI=true);
 # developers' runs explore new ones.

@@ -24,7 +24,7 @@ from activities.audit import InvariantReport, check_invariants
 from activities.database import EmbeddedPostgres
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer
-from workflows.policies import open_book
+from workflows.domain.policies import open_book
 
 
 @dataclass

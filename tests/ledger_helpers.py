@@ -8,7 +8,7 @@ from decimal import Decimal
 import asyncpg
 
 from activities.ledger import LedgerActivities
-from workflows.models import CaseOpening
+from workflows.contract import CaseOpening
 
 
 async def balance(pool: asyncpg.Pool, ledger_account: str) -> Decimal:

@@ -39,15 +39,9 @@ from worker.receiver import Behaviour, WebhookReceiver
 from worker.serving import serving
 from worker.stack import scratch_data_dir
 from workflows.client import MarginCallClient
-from workflows.models import (
-    CasePolicy,
-    CaseState,
-    DeadlineExtension,
-    Deposit,
-    DepositCredit,
-    LiquidationPolicy,
-    StaffAction,
-)
+from workflows.contract import CaseState, DeadlineExtension, Deposit, DepositCredit, StaffAction
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.policies import CasePolicy
 
 D = Decimal
 POLICY = CasePolicy(

@@ -20,7 +20,7 @@ from tests.test_case_workflow import account_with, wait_state
 from worker.api import MAX_BODY_BYTES, create_app
 from worker.serving import BodyLimit, serving
 from workflows.client import MarginCallClient
-from workflows.models import CaseState
+from workflows.contract import CaseState
 
 TOKENS = {
     "open-token-0123456789": frozenset({"cases:open"}),

@@ -29,7 +29,7 @@ from worker.api import create_app
 from worker.serving import serving
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import CaseState, CaseStatus, Deposit
+from workflows.contract import CaseState, CaseStatus, Deposit
 
 # (label, field that is wrong, deposit payload changes, words the error must contain)
 TABLE: list[tuple[str, str, dict[str, Any], str]] = [

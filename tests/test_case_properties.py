@@ -25,7 +25,7 @@ from tests.conftest import CaseStack
 from tests.test_wedges import start_raw
 from worker.market import Trader, onboard
 from workflows import contract
-from workflows.models import CaseState, CaseStatus, DepositCredit
+from workflows.contract import CaseState, CaseStatus, DepositCredit
 
 ID_CHARS = st.sampled_from("abcXYZ019._:@-")
 STATES = [

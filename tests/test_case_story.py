@@ -11,7 +11,7 @@ from temporalio.converter import DataConverter
 from tests.conftest import CaseStack
 from tests.test_case_workflow import account_with, fast_policy, finish
 from workflows.client import MarginCallClient
-from workflows.models import CaseState
+from workflows.contract import CaseState
 
 NAMED = {
     EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,

@@ -28,15 +28,9 @@ from worker.market import Trader, move_market, onboard
 from worker.receiver import Behaviour
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import (
-    CaseOutcome,
-    CasePolicy,
-    CaseState,
-    CaseStatus,
-    Deposit,
-    LiquidationPolicy,
-    RiskEscalation,
-)
+from workflows.contract import CaseOutcome, CaseState, CaseStatus, Deposit, RiskEscalation
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.policies import CasePolicy
 
 D = Decimal
 ENTRY, MARK = D("49900"), D("49500")

@@ -19,7 +19,7 @@ from tests.conftest import TEST_POLICIES, CaseStack
 from tests.test_case_workflow import account_with, until, wait_state
 from tests.test_risk_command import portfolio
 from workflows.client import MarginCallClient
-from workflows.models import CaseState
+from workflows.contract import CaseState
 
 
 async def margin_call(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
 from workflows import contract
 from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient
-from workflows.models import CaseState, Deposit, DepositReceipt
+from workflows.contract import CaseState, Deposit, DepositReceipt
 
 DEPOSIT = Deposit(deposit_id="d-1", amount=Decimal("100"), currency="USDT")
 RECEIPT = DepositReceipt(

@@ -26,7 +26,8 @@ from worker.devserver import TemporalDevServer
 from worker.market import Trader, list_venue, move_market, onboard
 from worker.receiver import WebhookReceiver
 from workflows.client import MarginCallClient
-from workflows.models import CaseOutcome, CasePolicy, CaseState
+from workflows.contract import CaseOutcome, CaseState
+from workflows.domain.policies import CasePolicy
 
 D = Decimal
 ENTRY, MARK = D("49900"), D("49500")

@@ -15,14 +15,8 @@ from activities.ledger import LedgerActivities, collateral_account, credit_depos
 from activities.migrate import migrate
 from tests.ledger_helpers import balance, open_case
 from worker.market import Trader, move_market, onboard
-from workflows.models import (
-    BankruptcyRequest,
-    BreachScan,
-    DepositCredit,
-    LiquidationOrder,
-    LiquidationPlan,
-    StageRequest,
-)
+from workflows.contract import BankruptcyRequest, BreachScan, DepositCredit, StageRequest
+from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan
 
 D = Decimal
 

@@ -24,13 +24,8 @@ from activities.ledger import (
 )
 from tests.ledger_helpers import balance, open_case
 from worker.market import Trader, move_market, onboard, tiers
-from workflows.models import (
-    BankruptcyRequest,
-    DepositCredit,
-    LiquidationOrder,
-    LiquidationPlan,
-    StageRequest,
-)
+from workflows.contract import BankruptcyRequest, DepositCredit, StageRequest
+from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan
 
 D = Decimal
 
@@ -232,8 +227,8 @@ async def test_a_waiver_is_kept_only_for_a_case_that_closed_waived_and_ends_as_i
     """Review findings: a waive accepted just before a cure left a waiver; a timed one ended on recovery."""
     from datetime import timedelta
 
-    from workflows.models import CaseClosing as Closing
-    from workflows.models import CaseState, CaseStatus, Waiver
+    from workflows.contract import CaseClosing as Closing
+    from workflows.contract import CaseState, CaseStatus, Waiver
 
     ledger = LedgerActivities(venue)
     now = datetime.now(UTC)

@@ -12,7 +12,7 @@ from tests.conftest import CaseStack
 from tests.test_case_workflow import account_with, fast_policy
 from worker.monitor import RiskMonitor
 from workflows.client import MarginCallClient
-from workflows.models import CaseState
+from workflows.contract import CaseState
 
 
 async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:

@@ -15,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.notifier import NotifierActivities
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.receiver import Behaviour, WebhookReceiver
-from workflows.models import CaseState, Notice, NoticeKind
+from workflows.contract import CaseState, Notice, NoticeKind
 
 
 def notice(notice_id: str) -> Notice:

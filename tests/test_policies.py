@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import ConfigError, load_settings
-from workflows.policies import PolicyOverrides
+from workflows.domain.policies import PolicyOverrides
 
 
 def test_a_policy_file_names_the_operators_policies_and_bounds(tmp_path: Path) -> None:

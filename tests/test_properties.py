@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of the risk math and the liquidation planner."""
+"""Property-based tests (hypothesis) of the risk math and the liquidation liquidation."""
 
 from __future__ import annotations
 
@@ -10,18 +10,12 @@ import asyncpg
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from activities import planner, risk
 from activities.ledger import LedgerActivities
 from worker.market import LISTINGS, Trader, move_market, onboard
-from workflows.models import (
-    CaseOpening,
-    Collateral,
-    LiquidationPolicy,
-    MarginSnapshot,
-    Portfolio,
-    Position,
-    StageRequest,
-)
+from workflows.contract import CaseOpening, StageRequest
+from workflows.domain import liquidation, margin
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.portfolio import Collateral, MarginSnapshot, Portfolio, Position
 
 D = Decimal
 INSTRUMENTS = list(LISTINGS)
@@ -58,15 +52,15 @@ def positions(draw: st.DrawFn) -> list[Position]:
 def breached_snapshots(draw: st.DrawFn) -> MarginSnapshot:
     held = draw(positions())
     portfolio = Portfolio(collateral=[], positions=held)
-    mm = sum((risk.maintenance_margin(p) for p in held), D(0))
-    upnl = sum((risk.unrealised_pnl(p) for p in held), D(0))
+    mm = sum((margin.maintenance_margin(p) for p in held), D(0))
+    upnl = sum((margin.unrealised_pnl(p) for p in held), D(0))
     # Collateral so that equity is some fraction of maintenance (below it: in breach).
     ratio = draw(money("-2", "0.99", 2))
     collateral = Collateral(
         asset="USDT", amount=(ratio * mm - upnl).quantize(D("0.01")), price=D(1), haircut=D(0)
     )
     portfolio = Portfolio(collateral=[collateral], positions=held)
-    figures = risk.assess(portfolio)
+    figures = margin.assess(portfolio)
     assume(figures.equity < figures.maintenance_margin)
     return MarginSnapshot(
         account_id="prop", currency="USDT", status="active", portfolio=portfolio, figures=figures,
@@ -96,15 +90,15 @@ def after_sale(
 def test_a_plan_never_flips_a_side_and_sells_one_position(
     snapshot: MarginSnapshot, policy: LiquidationPolicy
 ) -> None:
-    plan = planner.plan_stage(snapshot, policy)
+    plan = liquidation.plan_stage(snapshot, policy)
     assert len(plan.orders) == 1
     order = plan.orders[0]
     held = next(p for p in snapshot.portfolio.positions if p.instrument == order.instrument)
     assert 0 < order.quantity <= abs(held.quantity)
     assert order.side == ("sell" if held.quantity > 0 else "buy")
     # The position chosen frees the most maintenance margin.
-    assert risk.maintenance_margin(held) == max(
-        risk.maintenance_margin(p) for p in snapshot.portfolio.positions
+    assert margin.maintenance_margin(held) == max(
+        margin.maintenance_margin(p) for p in snapshot.portfolio.positions
     )
 
 
@@ -113,7 +107,7 @@ def test_a_plan_never_flips_a_side_and_sells_one_position(
 def test_a_plan_never_sells_more_than_the_target_needs(
     snapshot: MarginSnapshot, policy: LiquidationPolicy
 ) -> None:
-    plan = planner.plan_stage(snapshot, policy)
+    plan = liquidation.plan_stage(snapshot, policy)
     order = plan.orders[0]
     held = next(p for p in snapshot.portfolio.positions if p.instrument == order.instrument)
     if snapshot.figures.equity <= 0 or order.quantity == abs(held.quantity):
@@ -124,7 +118,7 @@ def test_a_plan_never_sells_more_than_the_target_needs(
     sign = 1 if held.quantity > 0 else -1
     reduced = held.model_copy(update={"quantity": sign * (abs(held.quantity) - smaller)})
     others = [p for p in snapshot.portfolio.positions if p.instrument != held.instrument]
-    target = planner.target_equity(
+    target = liquidation.target_equity(
         snapshot.portfolio.model_copy(update={"positions": [*others, reduced]}), policy
     )
     # One step less would not have reached the target (or the cap bound the sale).
@@ -144,14 +138,14 @@ def test_equity_is_collateral_plus_pnl_and_margin_grows_with_size(
     portfolio = Portfolio(
         collateral=[Collateral(asset="USDT", amount=cash, price=D(1), haircut=D(0))], positions=held
     )
-    figures = risk.assess(portfolio)
-    upnl = sum((risk.unrealised_pnl(p) for p in held), D(0))
+    figures = margin.assess(portfolio)
+    upnl = sum((margin.unrealised_pnl(p) for p in held), D(0))
     assert abs(figures.equity - (cash + upnl)) < D("1e-9")
     assert figures.shortfall == max(D(0), figures.maintenance_margin - figures.equity)
     for p in held:
         bigger = p.model_copy(update={"quantity": p.quantity * 2})
-        assert risk.maintenance_margin(bigger) >= risk.maintenance_margin(p)
-        assert risk.initial_margin(p) >= risk.maintenance_margin(p)
+        assert margin.maintenance_margin(bigger) >= margin.maintenance_margin(p)
+        assert margin.initial_margin(p) >= margin.maintenance_margin(p)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -165,7 +159,7 @@ async def test_equity_after_a_stage_matches_the_ledger_and_fees_never_exceed_wha
     quantity = (notional / price).quantize(D("0.001"))
     position = Position(instrument="BTCUSDT", quantity=quantity, entry_price=price, mark_price=price * D("0.95"),
                         tiers=tiers)  # fmt: skip
-    collateral = (ratio * risk.maintenance_margin(position) - risk.unrealised_pnl(position)).quantize(
+    collateral = (ratio * margin.maintenance_margin(position) - margin.unrealised_pnl(position)).quantize(
         D("0.01")
     )
     await onboard(venue, Trader(account, collateral, {"BTCUSDT": (quantity, price)}))
@@ -174,7 +168,7 @@ async def test_equity_after_a_stage_matches_the_ledger_and_fees_never_exceed_wha
     await ledger.open_case(CaseOpening(case_id=f"{account}/c", account_id=account, call_id="c",
                                        opened_at=datetime.now(UTC)))  # fmt: skip
     before = await ledger.load_margin_snapshot(account)
-    plan = planner.plan_stage(before, policy)
+    plan = liquidation.plan_stage(before, policy)
     result = await ledger.execute_liquidation_stage(StageRequest(case_id=f"{account}/c", stage=1, plan=plan))
     ledger_view = await ledger.load_margin_snapshot(account)
     assert result.snapshot_after.figures == ledger_view.figures

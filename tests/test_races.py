@@ -13,7 +13,7 @@ from tests.conftest import CaseStack
 from tests.test_case_workflow import account_with, fast_policy, history_event_types, wait_state
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import CaseState, Deposit, DepositCredit, StaffAction
+from workflows.contract import CaseState, Deposit, DepositCredit, StaffAction
 
 D = Decimal
 

@@ -21,7 +21,7 @@ from tests.test_case_workflow import (
 )
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import CaseState, DeadlineExtension, StaffAction
+from workflows.contract import CaseState, DeadlineExtension, StaffAction
 
 ALICE = StaffAction(operator="alice@support", reason="client's wire is in transit, ref 8812")
 

@@ -14,7 +14,7 @@ from tests.test_case_workflow import account_with, wait_state
 from worker.config import temporal_cli
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import CaseOutcome, CaseState, DepositCredit
+from workflows.contract import CaseOutcome, CaseState, DepositCredit
 
 
 async def temporal(stack: CaseStack, *args: str) -> str:

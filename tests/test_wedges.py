@@ -38,8 +38,8 @@ from worker.receiver import Behaviour
 from worker.serving import serving
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import CaseInput, CaseOutcome, CaseState, DepositCredit, Waiver
-from workflows.policies import STANDARD_BOOK, PolicyError, PolicyOverrides
+from workflows.contract import CaseInput, CaseOutcome, CaseState, DepositCredit, Waiver
+from workflows.domain.policies import STANDARD_BOOK, PolicyError, PolicyOverrides
 
 CLOSED = {CaseState.CURED, CaseState.RESTORED, CaseState.CLOSED_OUT, CaseState.BANKRUPT, CaseState.WAIVED}
 

@@ -32,21 +32,18 @@ from worker.serving import BodyLimit, Refused, naming_a_field, one_error_shape
 from worker.serving import Problem as Problem
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import (
-    CallId,
+from workflows.contract import (
     CaseState,
     CaseStatus,
     CaseSummary,
-    Contract,
     DepositBooking,
     DepositCredit,
     DepositReceipt,
-    FreeText,
-    Identifier,
     StaffAction,
     Waiver,
 )
-from workflows.policies import (
+from workflows.domain.message import CallId, FreeText, Identifier, Message
+from workflows.domain.policies import (
     DEFAULT_POLICY,
     STANDARD_BOOK,
     PolicyBook,
@@ -54,14 +51,14 @@ from workflows.policies import (
     PolicyName,
     PolicyOverrides,
 )
-from workflows.validation import describe_validation_error
+from workflows.domain.validation import describe_validation_error
 
 MAX_BODY_BYTES = 64 * 1024
 # Module level: FastAPI resolves the (string) annotations of dependencies in module globals.
 BEARER = HTTPBearer(auto_error=False)
 
 
-class OpenCase(Contract):
+class OpenCase(Message):
     """A case to open: the operator's policy by name, and any overrides it allows (within its bounds)."""
 
     account_id: Identifier
@@ -84,7 +81,7 @@ class DepositReport(BaseModel):
     case_open: bool
 
 
-class Extension(Contract):
+class Extension(Message):
     operator: FreeText
     reason: FreeText
     # A time without a zone has no single meaning: a 422 here, not a comparison failing in the case.
@@ -208,7 +205,7 @@ def create_app(
     )
     async def deposit(body: DepositCredit) -> DepositReport:
         """Credit the ledger (idempotent on deposit id), then report the deposit to the open case."""
-        from workflows.models import Deposit
+        from workflows.contract import Deposit
 
         try:
             report = await cases.report_deposit(
@@ -263,7 +260,7 @@ def create_app(
         dependencies=[Depends(require("cases:act"))],
     )  # fmt: skip
     async def extend(account_id: Identifier, body: Extension) -> CaseStatus:
-        from workflows.models import DeadlineExtension
+        from workflows.contract import DeadlineExtension
 
         extension = DeadlineExtension(
             operator=body.operator, reason=body.reason, new_deadline=body.new_deadline

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from workflows.client import EndedCase
-from workflows.models import CaseStatus
+from workflows.contract import CaseStatus
 
 
 def _money(value: Decimal | None) -> str:

@@ -22,9 +22,8 @@ from temporalio.service import RPCError
 from activities.exceptions import LedgerError
 from worker.config import ConfigError, Settings, load_settings
 from workflows.client import LISTED_STATES
-from workflows.models import MAX_DEADLINE, describe_span
-from workflows.policies import DEFAULT_POLICY
-from workflows.validation import describe_validation_error
+from workflows.domain.policies import DEFAULT_POLICY, MAX_DEADLINE, describe_span
+from workflows.domain.validation import describe_validation_error
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 # Exit status of a process killed by SIGPIPE, what a shell sees of `yes | head`.
@@ -274,8 +273,8 @@ async def _start(settings: Settings, args: argparse.Namespace) -> int:
     caller gets exit 2 and a reason instead of a workflow id.
     """
     from activities.exceptions import UnknownAccount
-    from workflows.models import CaseInput
-    from workflows.policies import PolicyOverrides
+    from workflows.contract import CaseInput
+    from workflows.domain.policies import PolicyOverrides
 
     call_id = args.call_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     CaseInput.model_validate({"account_id": args.account_id, "call_id": call_id})
@@ -300,7 +299,7 @@ async def _start(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
     from activities.ledger import PostgresDeposits
-    from workflows.models import Deposit, DepositCredit
+    from workflows.contract import Deposit, DepositCredit
 
     deposit = Deposit.model_validate(
         {"deposit_id": args.deposit_id, "amount": args.amount, "currency": args.currency}
@@ -342,7 +341,7 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cases(settings: Settings, args: argparse.Namespace) -> int:
     from worker.case_view import render_status
-    from workflows.models import DeadlineExtension, StaffAction, Waiver
+    from workflows.contract import DeadlineExtension, StaffAction, Waiver
 
     api = await _client(settings)
     if args.cases_command == "list":

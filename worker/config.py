@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from worker.api_tokens import TokenError, parse_tokens
-from workflows.policies import STANDARD_BOOK, PolicyBook, PolicyError, load_book
+from workflows.domain.policies import STANDARD_BOOK, PolicyBook, PolicyError, load_book
 
 # A development-only secret for the embedded stack; production sets its own.
 DEV_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"margin-call-dev-secret-not-for-production").decode()

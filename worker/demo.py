@@ -19,21 +19,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 
-from activities import risk
 from activities.audit import check_ledger
 from activities.ledger import PostgresDeposits
 from worker.config import Settings
 from worker.market import LISTINGS, SETTLEMENT, Trader, list_venue, move_market, onboard
 from worker.stack import Stack, embedded_stack, fresh_data_dir
 from workflows.client import MarginCallClient
-from workflows.models import (
-    CasePolicy,
-    CaseState,
-    Deposit,
-    LiquidationPolicy,
-    Position,
-    StaffAction,
-)
+from workflows.contract import CaseState, Deposit, StaffAction
+from workflows.domain import margin
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.policies import CasePolicy
+from workflows.domain.portfolio import Position
 
 D = Decimal
 CRASH = {"BTCUSDT": D("46500"), "ETHUSDT": D("2700"), "SOLUSDT": D("128")}
@@ -87,8 +83,8 @@ def _build(persona: Persona) -> Trader:
         mark_price=CRASH[persona.instrument],
         tiers=tiers,
     )
-    maintenance = risk.maintenance_margin(crashed)
-    collateral = persona.equity_to_maintenance * maintenance - risk.unrealised_pnl(crashed)
+    maintenance = margin.maintenance_margin(crashed)
+    collateral = persona.equity_to_maintenance * maintenance - margin.unrealised_pnl(crashed)
     return Trader(
         account_id=persona.name,
         collateral=collateral.quantize(D("0.01"), rounding=ROUND_UP),
@@ -132,7 +128,7 @@ async def _play_roles(stack: Stack, started: float, done: asyncio.Event) -> None
                 _say(f"{at}  support staff: waived {persona.name} ({staff.reason})")
             elif persona.plays == "extend":
                 assert status.deadline is not None
-                from workflows.models import DeadlineExtension
+                from workflows.contract import DeadlineExtension
 
                 await api.extend_deadline(
                     persona.name,

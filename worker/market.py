@@ -13,7 +13,8 @@ import asyncpg
 
 from activities import exchange
 from activities.ledger import credit_deposit
-from workflows.models import DepositCredit, Tier
+from workflows.contract import DepositCredit
+from workflows.domain.portfolio import Tier
 
 SETTLEMENT = "USDT"
 

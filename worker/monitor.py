@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from activities.ledger import LedgerActivities
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.models import Breach, BreachScan, CasePolicy, RiskEscalation
+from workflows.contract import Breach, BreachScan, RiskEscalation
+from workflows.domain.policies import CasePolicy
 
 log = logging.getLogger("margin_call.monitor")
 

@@ -20,7 +20,7 @@ from datetime import timedelta
 import asyncpg
 
 from activities.notifier import NotifierActivities
-from workflows.models import Notice
+from workflows.contract import Notice
 
 log = logging.getLogger("margin_call.outbox")
 

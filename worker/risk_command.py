@@ -16,10 +16,10 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from activities.risk import assess
-from workflows.models import Portfolio
-from workflows.money import MAX_AMOUNT, MAX_PLACES
-from workflows.validation import describe_validation_error
+from workflows.domain.margin import assess
+from workflows.domain.money import MAX_AMOUNT, MAX_PLACES
+from workflows.domain.portfolio import Portfolio
+from workflows.domain.validation import describe_validation_error
 
 MAX_INPUT = 1_000_000
 # A portfolio is four levels deep; anything far deeper is not one, and json's

@@ -40,8 +40,7 @@ from worker.receiver import WebhookReceiver
 from worker.serving import serving
 from worker.worker import metrics_runtime, running_worker
 from workflows.client import MarginCallClient, connect
-from workflows.models import CasePolicy
-from workflows.policies import DEFAULT_POLICY, open_book
+from workflows.domain.policies import DEFAULT_POLICY, CasePolicy, open_book
 
 log = logging.getLogger("margin_call.stack")
 

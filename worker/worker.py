@@ -27,7 +27,7 @@ from activities.notifier import NotifierActivities, notifier_http_client
 from worker.outbox import NoticeDispatcher
 from workflows import contract
 from workflows.case import MarginCallWorkflow
-from workflows.policies import STANDARD_BOOK, PolicyBook
+from workflows.domain.policies import STANDARD_BOOK, PolicyBook
 
 log = logging.getLogger("margin_call.worker")
 

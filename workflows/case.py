@@ -21,11 +21,9 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.planner import plan_stage
     from workflows import contract
-    from workflows.models import (
+    from workflows.contract import (
         CLOSED_STATES,
-        MAX_DEADLINE,
         BankruptcyRequest,
         BankruptcySettlement,
         CaseClosing,
@@ -33,13 +31,11 @@ with workflow.unsafe.imports_passed_through():
         CaseInput,
         CaseOpening,
         CaseOutcome,
-        CasePolicy,
         CaseState,
         CaseStatus,
         DeadlineExtension,
         Deposit,
         DepositReceipt,
-        MarginSnapshot,
         Notice,
         NoticeDelivery,
         NoticeKind,
@@ -49,10 +45,12 @@ with workflow.unsafe.imports_passed_through():
         StageResult,
         TimelineEntry,
         Waiver,
-        describe_span,
     )
-    from workflows.money import AmountError, money_amount
-    from workflows.validation import Submission, parse
+    from workflows.domain.liquidation import plan_stage
+    from workflows.domain.money import AmountError, money_amount
+    from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
+    from workflows.domain.portfolio import MarginSnapshot
+    from workflows.domain.validation import Submission, parse
 
 ZERO = Decimal(0)
 # Enough significant digits that quantizing any figure the ledger can hold never overflows the context.

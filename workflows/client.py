@@ -32,10 +32,9 @@ from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
 from workflows import contract
-from workflows.models import (
+from workflows.contract import (
     CaseInput,
     CaseOutcome,
-    CasePolicy,
     CaseState,
     CaseStatus,
     CaseSummary,
@@ -46,7 +45,7 @@ from workflows.models import (
     DepositReceipt,
     StaffAction,
 )
-from workflows.policies import DEFAULT_POLICY
+from workflows.domain.policies import DEFAULT_POLICY, CasePolicy
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
 NOT_READY_ATTEMPTS = 5

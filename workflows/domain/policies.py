@@ -21,9 +21,79 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, ValidationError, model_validator
 
-from workflows.models import MAX_DEADLINE, CasePolicy, Contract, LiquidationPolicy, describe_span
-from workflows.money import DecimalStr
-from workflows.validation import describe_validation_error
+from workflows.domain.liquidation import LiquidationPolicy
+from workflows.domain.message import Message
+from workflows.domain.money import DecimalStr
+from workflows.domain.validation import describe_validation_error
+
+# No margin call waits longer than a month for money, and no liquidation
+# pauses longer than an hour between stages: past these a case is not
+# managing risk, it is shielding the account from it.
+MAX_DEADLINE = timedelta(days=30)
+MAX_PAUSE_BETWEEN_STAGES = timedelta(hours=1)
+
+
+class CasePolicy(Message):
+    """Everything about a case's timing and liquidation that an exchange may tune."""
+
+    deadline: timedelta = timedelta(hours=4)
+    reminders_before_deadline: list[timedelta] = [timedelta(hours=1), timedelta(minutes=15)]
+    hard_threshold: DecimalStr = Field(
+        default=Decimal("0.5"),
+        description="liquidate at once when equity falls below this fraction of maintenance",
+    )
+    max_deadline_extension: timedelta = timedelta(hours=24)
+    pause_between_stages: timedelta = timedelta(seconds=30)
+    max_stages: int = Field(default=20, ge=1, le=200)
+    ledger_attempt_timeout: timedelta = Field(
+        default=timedelta(seconds=30),
+        description="how long one ledger call may take before Temporal retries it (e.g. on another worker)",
+    )
+    notice_delivery_window: timedelta = Field(
+        default=timedelta(minutes=10),
+        description="how long one notice is retried before it is recorded as undelivered",
+    )
+    liquidation: LiquidationPolicy = LiquidationPolicy()
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CasePolicy:
+        # Outer limits that no operator's policy may pass: beyond them a
+        # duration overflows datetime arithmetic in the workflow, or a case
+        # stops making progress. Operators narrow them per named policy
+        # (workflows/policies.py).
+        def within(name: str, value: timedelta, low: timedelta, high: timedelta) -> None:
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{name}: must be between {describe_span(low)} and {describe_span(high)}, got {describe_span(value)}"
+                )
+
+        within("deadline", self.deadline, timedelta(seconds=1), MAX_DEADLINE)
+        if len(self.reminders_before_deadline) > 10:
+            raise ValueError("reminders_before_deadline: at most 10 reminders")
+        for reminder in self.reminders_before_deadline:
+            within("reminders_before_deadline", reminder, timedelta(seconds=1), MAX_DEADLINE)
+        if not (0 <= self.hard_threshold < 1):
+            raise ValueError("hard_threshold: must be in [0, 1)")
+        within("max_deadline_extension", self.max_deadline_extension, timedelta(0), MAX_DEADLINE)
+        within("pause_between_stages", self.pause_between_stages, timedelta(0), MAX_PAUSE_BETWEEN_STAGES)
+        within(
+            "ledger_attempt_timeout", self.ledger_attempt_timeout, timedelta(seconds=1), timedelta(minutes=10)
+        )
+        within("notice_delivery_window", self.notice_delivery_window, timedelta(seconds=1), timedelta(days=1))
+        return self
+
+
+def describe_span(value: timedelta) -> str:
+    """A duration as people read it in an error message."""
+    seconds = value.total_seconds()
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g} d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
 
 DEFAULT_POLICY = "standard"
 PolicyName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
@@ -33,7 +103,7 @@ class PolicyError(ValueError):
     """A policy or override the operator's book does not allow; the message names the field."""
 
 
-class DurationRange(Contract):
+class DurationRange(Message):
     low: timedelta
     high: timedelta
 
@@ -44,7 +114,7 @@ class DurationRange(Contract):
         return self
 
 
-class FractionRange(Contract):
+class FractionRange(Message):
     low: DecimalStr
     high: DecimalStr
 
@@ -55,7 +125,7 @@ class FractionRange(Contract):
         return self
 
 
-class PolicyBounds(Contract):
+class PolicyBounds(Message):
     """How far a caller may move each overridable field; fields not listed here cannot be overridden."""
 
     deadline: DurationRange = DurationRange(low=timedelta(minutes=5), high=timedelta(days=3))
@@ -64,7 +134,7 @@ class PolicyBounds(Contract):
     max_deadline_extension: DurationRange = DurationRange(low=timedelta(0), high=timedelta(days=3))
 
 
-class PolicyOverrides(Contract):
+class PolicyOverrides(Message):
     """What a caller asks to change for one case; the named policy says which fields it may, and how far."""
 
     deadline: timedelta | None = None
@@ -81,7 +151,7 @@ class PolicyOverrides(Contract):
 OVERRIDABLE = ("deadline", "reminders_before_deadline", "hard_threshold", "max_deadline_extension")
 
 
-class NamedPolicy(Contract):
+class NamedPolicy(Message):
     name: PolicyName
     version: int = Field(default=1, ge=1)
     defaults: CasePolicy = CasePolicy()
@@ -101,7 +171,7 @@ class NamedPolicy(Contract):
         return self
 
 
-class PolicyBook(Contract):
+class PolicyBook(Message):
     """Every policy the operator allows, by name."""
 
     policies: list[NamedPolicy] = Field(min_length=1, max_length=1000)

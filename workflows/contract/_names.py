@@ -1,4 +1,4 @@
-"""Names callers rely on (DESIGN.md, "Contract"): keep them stable."""
+"""Names callers rely on: the task queue, the workflow, its messages and search attributes. Keep them stable."""
 
 from __future__ import annotations
 

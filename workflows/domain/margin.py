@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 
-from workflows.models import Portfolio, Position, PositionFigures, RiskFigures, Tier
+from workflows.domain.portfolio import Portfolio, Position, PositionFigures, RiskFigures, Tier
 
 ZERO = Decimal(0)
 # Wide enough that 1e15 notionals keep 20 significant decimals after division.

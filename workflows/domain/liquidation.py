@@ -11,24 +11,73 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal, localcontext
 from typing import Literal
 
-from activities import risk
-from workflows.models import (
-    LiquidationOrder,
-    LiquidationPlan,
-    LiquidationPolicy,
-    MarginSnapshot,
-    Portfolio,
-    Position,
-)
+from pydantic import Field, model_validator
+
+from workflows.domain import margin
+from workflows.domain.message import Identifier, Message
+from workflows.domain.money import DecimalStr, Figure
+from workflows.domain.portfolio import MarginSnapshot, Portfolio, Position
 
 ZERO = Decimal(0)
+
+
+class LiquidationPolicy(Message):
+    """How a case liquidates; defaults follow the partial-liquidation practice of large venues."""
+
+    fraction_per_stage: DecimalStr = Decimal("0.25")
+    target: Literal["maintenance_buffer", "initial_margin"] = "maintenance_buffer"
+    maintenance_buffer: DecimalStr = Decimal("1.25")
+    # A fee below the first tier's maintenance rate, so that a partial sale frees
+    # more margin than it costs (otherwise liquidation could never restore).
+    fee_rate: DecimalStr = Decimal("0.002")
+    slippage: DecimalStr = Decimal("0.0005")
+    quantity_step: DecimalStr = Decimal("0.00000001")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> LiquidationPolicy:
+        if not (0 < self.fraction_per_stage <= 1):
+            raise ValueError("fraction_per_stage: must be in (0, 1]")
+        if self.maintenance_buffer < 1:
+            raise ValueError("maintenance_buffer: must be at least 1")
+        if not (0 <= self.fee_rate < Decimal("0.1")):
+            raise ValueError("fee_rate: must be in [0, 0.1)")
+        if not (0 <= self.slippage < Decimal("0.1")):
+            raise ValueError("slippage: must be in [0, 0.1)")
+        if self.quantity_step <= 0:
+            raise ValueError("quantity_step: must be positive")
+        return self
+
+
+class LiquidationOrder(Message):
+    instrument: Identifier
+    quantity: Figure = Field(description="positive amount to reduce the position by")
+    side: Literal["sell", "buy"] = Field(description="sell reduces a long, buy reduces a short")
+
+
+class LiquidationPlan(Message):
+    account_id: Identifier
+    orders: list[LiquidationOrder]
+    fee_rate: Figure
+    slippage: Figure
+    target_equity: Figure
+    reason: str
+
+
+class Fill(Message):
+    instrument: str
+    side: Literal["sell", "buy"]
+    quantity: Figure
+    mark_price: Figure
+    fill_price: Figure
+    notional: Figure
+    realised_pnl: Figure
 
 
 def target_equity(portfolio: Portfolio, policy: LiquidationPolicy) -> Decimal:
     """Equity the account must reach for liquidation to stop."""
     if policy.target == "initial_margin":
-        return sum((risk.initial_margin(p) for p in portfolio.positions), ZERO)
-    mm = sum((risk.maintenance_margin(p) for p in portfolio.positions), ZERO)
+        return sum((margin.initial_margin(p) for p in portfolio.positions), ZERO)
+    mm = sum((margin.maintenance_margin(p) for p in portfolio.positions), ZERO)
     return mm * policy.maintenance_buffer
 
 
@@ -52,10 +101,10 @@ def _round_up(quantity: Decimal, step: Decimal) -> Decimal:
 def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> LiquidationPlan:
     """One stage: the position freeing most maintenance margin, by the smallest sufficient amount."""
     with localcontext() as ctx:
-        ctx.prec = risk.PRECISION
+        ctx.prec = margin.PRECISION
         portfolio = snapshot.portfolio
-        equity = risk.collateral_value(portfolio) + sum(
-            (risk.unrealised_pnl(p) for p in portfolio.positions), ZERO
+        equity = margin.collateral_value(portfolio) + sum(
+            (margin.unrealised_pnl(p) for p in portfolio.positions), ZERO
         )
         target = target_equity(portfolio, policy)
         open_positions = [p for p in portfolio.positions if p.quantity != 0]
@@ -74,7 +123,7 @@ def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> Liquidati
             return plan([], "no open positions")
         if equity >= target:
             return plan([], "equity already at target")
-        chosen = max(open_positions, key=lambda p: (risk.maintenance_margin(p), p.instrument))
+        chosen = max(open_positions, key=lambda p: (margin.maintenance_margin(p), p.instrument))
         size = abs(chosen.quantity)
         side: Literal["sell", "buy"] = "sell" if chosen.quantity > 0 else "buy"
         if equity <= 0:
