@@ -34,12 +34,12 @@ BENCH_ACCOUNTS ?= 2000
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
-	$(PY) -m tests.bench --accounts $(BENCH_ACCOUNTS) $(BENCH_ARGS)
+	$(PY) -m tools.bench --accounts $(BENCH_ACCOUNTS) $(BENCH_ARGS)
 
 SOAK_MINUTES ?= 10
 SOAK_SEED ?= 42
 soak: $(STAMP)
-	$(PY) -m tests.soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
+	$(PY) -m tools.soak --minutes $(SOAK_MINUTES) --seed $(SOAK_SEED)
 
 clean:
 	rm -rf $(VENV) .data

@@ -34,6 +34,7 @@ from activities.exceptions import (
     UnknownCase,
     non_retryable,
 )
+from workflows import contract
 from workflows.contract import (
     BankruptcyRequest,
     BankruptcySettlement,
@@ -342,13 +343,13 @@ class LedgerActivities:
         async with self.pool.acquire() as conn:
             return await read_snapshot(conn, account_id)
 
-    @activity.defn(name="load_margin_snapshot")
+    @activity.defn(name=contract.ACTIVITY_READ_ACCOUNT)
     @non_retryable
     async def load_margin_snapshot(self, account_id: str) -> MarginSnapshot:
         """Re-read the account: the ledger, not the message, decides whether a case is cured."""
         return await self.snapshot(account_id)
 
-    @activity.defn(name="open_case")
+    @activity.defn(name=contract.ACTIVITY_OPEN_CASE)
     @non_retryable
     async def open_case(self, opening: CaseOpening) -> MarginSnapshot:
         """Record the case (once) and return the account's snapshot, in one transaction.
@@ -380,7 +381,7 @@ class LedgerActivities:
                 )
             return snapshot
 
-    @activity.defn(name="execute_liquidation_stage")
+    @activity.defn(name=contract.ACTIVITY_LIQUIDATION_STAGE)
     @non_retryable
     @exact
     async def execute_liquidation_stage(self, request: StageRequest) -> StageResult:
@@ -540,7 +541,7 @@ class LedgerActivities:
         await failpoints.reach("stage.after_commit")
         return result
 
-    @activity.defn(name="settle_bankruptcy")
+    @activity.defn(name=contract.ACTIVITY_SETTLE_BANKRUPTCY)
     @non_retryable
     @exact
     async def settle_bankruptcy(self, request: BankruptcyRequest) -> BankruptcySettlement:
@@ -664,7 +665,7 @@ class LedgerActivities:
             )
         return [r["account_id"] for r in rows]
 
-    @activity.defn(name="close_case")
+    @activity.defn(name=contract.ACTIVITY_CLOSE_CASE)
     async def close_case(self, closing: CaseClosing) -> None:
         """Write the case's outcome to its record; rewriting the same outcome is harmless."""
         status = closing.status
@@ -700,7 +701,7 @@ class LedgerActivities:
                 [(n.notice_id, status.case_id, n.model_dump_json(), deliver_by) for n in closing.notices],
             )
 
-    @activity.defn(name="record_case_event")
+    @activity.defn(name=contract.ACTIVITY_RECORD_CASE_EVENT)
     async def record_case_event(self, event: CaseEvent) -> None:
         """Add a line to the case's audit trail (once per event id)."""
         async with self.pool.acquire() as conn, conn.transaction():

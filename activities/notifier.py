@@ -21,6 +21,7 @@ from standardwebhooks.webhooks import Webhook
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows import contract
 from workflows.contract import Notice, NoticeDelivery
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class NotifierActivities:
         # 410 Gone and other client errors: the receiver will not take this notice, ever.
         return Attempt("refused", status, None, f"notifier refused the notice with {status}")
 
-    @activity.defn(name="deliver_notice")
+    @activity.defn(name=contract.ACTIVITY_DELIVER_NOTICE)
     async def deliver_notice(self, notice: Notice) -> NoticeDelivery:
         """One delivery attempt; raising lets Temporal retry with backoff."""
         attempt = await self.send(notice)

@@ -11,16 +11,20 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from hypothesis import settings
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from activities.database import create_pool, resolve_database_url
 from activities.migrate import migrate
-from workflows.domain.policies import open_book
+from tests.helpers import TEST_POLICIES, CaseStack, database_url, failed_workflow_tasks, free_port
+from worker.config import DEV_WEBHOOK_SECRET, temporal_cli
+from worker.receiver import Behaviour, WebhookReceiver
+from workflows import contract
 
 # CI replays the same examples every run (a failure there reproduces here with CI=true);
 # developers' runs explore new ones.
@@ -35,16 +39,7 @@ os.environ["MARGIN_CALL_WORKFLOW_SANDBOX"] = "on"
 
 TEMPLATE = "margin_call_template"
 
-# The tests' operator lets a case set any field within CasePolicy's outer limits,
-# so that a test can run a deadline of seconds; production books are narrower.
-TEST_POLICIES = open_book()
 _counter = itertools.count()
-
-
-def database_url(url: str, database: str) -> str:
-    """The same server, another database."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -104,26 +99,6 @@ async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 # --- the case stack: a real Temporal dev server, worker and webhook receiver ----
 
-import socket  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from worker.config import DEV_WEBHOOK_SECRET, temporal_cli  # noqa: E402
-from worker.receiver import Behaviour, WebhookReceiver  # noqa: E402
-from workflows import contract  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
@@ -143,40 +118,6 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     finally:
         await env.shutdown()
     assert not wedged, f"workflow tasks failed (a wedged case): {wedged}"
-
-
-# Task failures the server records for its own reasons, not the workflow's: a
-# task in flight when the case was terminated or reset, or a completion that
-# raced a new signal (retried at once with it). Every other cause is a wedge.
-SERVER_BOOKKEEPING = frozenset(
-    {
-        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND,
-        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_RESET_WORKFLOW,
-        WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
-    }
-)
-
-
-async def failed_workflow_tasks(client: Client, query: str | None = None) -> dict[str, str]:
-    """Workflows (matching ``query``) whose history holds a WorkflowTaskFailed event, with its cause.
-
-    A workflow task that fails is retried for ever: the case stays RUNNING,
-    writes nothing, and later opens for the account join it. No input may do
-    that, so any such event fails the test that caused it.
-    """
-    wedged: dict[str, str] = {}
-    async for execution in client.list_workflows(query):
-        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-        async for event in handle.fetch_history_events():
-            if event.event_type != EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                continue
-            attributes = event.workflow_task_failed_event_attributes
-            if attributes.cause in SERVER_BOOKKEEPING:
-                continue
-            cause = WorkflowTaskFailedCause.Name(attributes.cause)
-            wedged[f"{execution.id} ({execution.run_id})"] = f"{cause}: {attributes.failure.message[:300]}"
-            break
-    return wedged
 
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
@@ -222,19 +163,6 @@ async def case_ledger_url(postgres_server: str) -> str:
     finally:
         await conn.close()
     return url
-
-
-@dataclass
-class CaseStack:
-    client: Client
-    pool: asyncpg.Pool
-    receiver: WebhookReceiver
-    notifier_url: str
-    database_url: str
-
-    def account(self, name: str) -> str:
-        """A unique account id for this test (the server and ledger outlive tests)."""
-        return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -157,7 +157,7 @@ class MarginCallWorkflow:
         )
         try:
             snapshot = await self._ledger(
-                "open_case", opening, MarginSnapshot, "Open the case and read the account"
+                contract.ACTIVITY_OPEN_CASE, opening, MarginSnapshot, "Open the case and read the account"
             )
         except ActivityError as error:
             raise ApplicationError(
@@ -283,7 +283,7 @@ class MarginCallWorkflow:
             plan = plan_stage(snapshot, liquidation)
             try:
                 result = await self._ledger(
-                    "execute_liquidation_stage",
+                    contract.ACTIVITY_LIQUIDATION_STAGE,
                     StageRequest(case_id=self._case_id, stage=stage, plan=plan),
                     StageResult,
                     f"Liquidation stage {stage}: "
@@ -316,7 +316,7 @@ class MarginCallWorkflow:
         if snapshot.figures.equity >= 0 and not in_debt:
             return await self._close(CaseState.CLOSED_OUT, "every position closed")
         settlement = await self._ledger(
-            "settle_bankruptcy",
+            contract.ACTIVITY_SETTLE_BANKRUPTCY,
             BankruptcyRequest(case_id=self._case_id, fee_rate=self._input.policy.liquidation.fee_rate),
             BankruptcySettlement,
             "Sell other collateral, then cover what is still negative from the insurance fund",
@@ -377,7 +377,9 @@ class MarginCallWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             closing = CaseClosing(status=self.status())
         status = closing.status
-        await self._ledger("close_case", closing, type(None), f"Record the outcome: {state.value}")
+        await self._ledger(
+            contract.ACTIVITY_CLOSE_CASE, closing, type(None), f"Record the outcome: {state.value}"
+        )
         return CaseOutcome(
             case_id=self._case_id, account_id=self._input.account_id, state=state, status=status
         )
@@ -548,7 +550,9 @@ class MarginCallWorkflow:
 
     async def _reread(self, summary: str) -> None:
         self._observe(
-            await self._ledger("load_margin_snapshot", self._input.account_id, MarginSnapshot, summary)
+            await self._ledger(
+                contract.ACTIVITY_READ_ACCOUNT, self._input.account_id, MarginSnapshot, summary
+            )
         )
 
     def _observe(self, snapshot: MarginSnapshot) -> None:
@@ -646,7 +650,7 @@ class MarginCallWorkflow:
             reason=action.reason,
         )
         await self._ledger(
-            "record_case_event",
+            contract.ACTIVITY_RECORD_CASE_EVENT,
             CaseEvent(
                 case_id=self._case_id,
                 event_id=f"{kind}:{self._events}",
@@ -751,7 +755,7 @@ class MarginCallWorkflow:
     async def _attempt(self, notice: Notice) -> None:
         try:
             delivery = await workflow.execute_activity(
-                "deliver_notice",
+                contract.ACTIVITY_DELIVER_NOTICE,
                 notice,
                 result_type=NoticeDelivery,
                 schedule_to_close_timeout=self._input.policy.notice_delivery_window,

@@ -16,6 +16,15 @@ UPDATE_WAIVE = "waive"
 UPDATE_FORCE_LIQUIDATION = "force_liquidation"
 QUERY_STATUS = "status"
 
+# Activities the case calls, by name (the workflow never imports the activities' code).
+ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
+ACTIVITY_OPEN_CASE = "open_case"
+ACTIVITY_LIQUIDATION_STAGE = "execute_liquidation_stage"
+ACTIVITY_SETTLE_BANKRUPTCY = "settle_bankruptcy"
+ACTIVITY_CLOSE_CASE = "close_case"
+ACTIVITY_RECORD_CASE_EVENT = "record_case_event"
+ACTIVITY_DELIVER_NOTICE = "deliver_notice"
+
 MARGIN_CALL_STATE = SearchAttributeKey.for_keyword("MarginCallState")
 ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 MARGIN_SHORTFALL = SearchAttributeKey.for_float("MarginShortfall")

@@ -1,6 +1,6 @@
 """Benchmark (not a test): ``scan_breaches`` over a large book, one statement.
 
-    .venv/bin/python -m tests.bench_scan_breaches [accounts] [positions_per_account]
+    .venv/bin/python -m tools.bench_scan [accounts] [positions_per_account]
 
 Seeds the accounts in bulk with SQL, crashes the market, and times the scan.
 """

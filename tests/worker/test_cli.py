@@ -8,41 +8,26 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from tests.conftest import TEST_POLICIES, CaseStack
-from tests.test_case_workflow import account_with, until, wait_state
-from tests.test_risk_command import portfolio
+from tests.helpers import (
+    POLICIES_FILE,
+    TEST_POLICIES,
+    CaseStack,
+    account_with,
+    margin_call,
+    portfolio,
+    stack_env,
+    until,
+    wait_state,
+)
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
 
-
-async def margin_call(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.cli", *args,
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-# The CLI holds a start to the operator's book as the worker does: the tests' book, from a file.
-POLICIES_FILE = Path(tempfile.mkdtemp(prefix="margin-call-cli-")) / "policies.json"
 POLICIES_FILE.write_text(TEST_POLICIES.model_dump_json())
-
-
-def stack_env(stack: CaseStack) -> dict[str, str]:
-    return {
-        "MARGIN_CALL_TEMPORAL_ADDRESS": stack.client.service_client.config.target_host,
-        "MARGIN_CALL_DATABASE_URL": stack.database_url,
-        "MARGIN_CALL_POLICIES": str(POLICIES_FILE),
-    }
 
 
 async def test_start_deposit_list_show_and_act_from_the_command_line(stack: CaseStack) -> None:

@@ -20,8 +20,8 @@ import pytest_asyncio
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.migrate import migrate
-from tests.conftest import free_port
-from tests.faults import FaultStack, until
+from tests.helpers import free_port
+from tools.faults import FaultStack, until
 from worker.devserver import TemporalDevServer
 from worker.market import Trader, list_venue, move_market, onboard
 from worker.receiver import WebhookReceiver

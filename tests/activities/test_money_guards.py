@@ -22,7 +22,7 @@ from activities.ledger import (
     post_transfer,
     system_account,
 )
-from tests.ledger_helpers import balance, open_case
+from tests.helpers import balance, open_case
 from worker.market import Trader, move_market, onboard, tiers
 from workflows.contract import BankruptcyRequest, DepositCredit, StageRequest
 from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan

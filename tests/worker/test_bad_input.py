@@ -20,11 +20,20 @@ from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
-from tests.conftest import CaseStack, free_port
-from tests.test_api import TOKENS, auth
-from tests.test_case_workflow import account_with, fast_policy, history_event_types, settled
-from tests.test_cli import margin_call, stack_env
-from tests.test_risk_command import portfolio, run_risk
+from tests.helpers import (
+    TOKENS,
+    CaseStack,
+    account_with,
+    auth,
+    fast_policy,
+    free_port,
+    history_event_types,
+    margin_call,
+    portfolio,
+    run_risk,
+    settled,
+    stack_env,
+)
 from worker.api import create_app
 from worker.serving import serving
 from workflows import contract

@@ -9,119 +9,34 @@ bankrupt on close-out.
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError
 
 from activities import exchange
 from activities.ledger import PostgresDeposits, collateral_account
-from tests.conftest import CaseStack
-from worker.market import Trader, move_market, onboard
+from tests.helpers import (
+    MARK,
+    CaseStack,
+    account_with,
+    fast_policy,
+    finish,
+    history_event_types,
+    notice_kinds,
+    settled,
+    wait_state,
+)
+from worker.market import move_market
 from worker.receiver import Behaviour
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.contract import CaseOutcome, CaseState, CaseStatus, Deposit, RiskEscalation
+from workflows.contract import CaseState, CaseStatus, Deposit, RiskEscalation
 from workflows.domain.liquidation import LiquidationPolicy
-from workflows.domain.policies import CasePolicy
 
 D = Decimal
-ENTRY, MARK = D("49900"), D("49500")
-
-
-def fast_policy(**overrides: Any) -> CasePolicy:
-    values: dict[str, Any] = {
-        "deadline": timedelta(seconds=3),
-        "reminders_before_deadline": [],
-        "pause_between_stages": timedelta(seconds=0),
-        "notice_delivery_window": timedelta(seconds=5),
-    }
-    values.update(overrides)
-    return CasePolicy.model_validate(values)
-
-
-async def account_with(stack: CaseStack, name: str, collateral: str) -> str:
-    account = stack.account(name)
-    await onboard(stack.pool, Trader(account, D(collateral), {"BTCUSDT": (D(1), ENTRY)}))
-    async with stack.pool.acquire() as conn:
-        await move_market(conn, {"BTCUSDT": MARK})
-    return account
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll an async check until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
-
-
-async def wait_state(handle: WorkflowHandle[Any, Any], *states: CaseState) -> CaseStatus:
-    async def check() -> CaseStatus | None:
-        status = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
-        return status if status.state in states else None
-
-    result: CaseStatus = await until(check)
-    return result
-
-
-HISTORIES = Path(__file__).parent / "histories"
-
-
-async def settled(handle: WorkflowHandle[Any, Any]) -> CaseStatus:
-    """Awaiting a deposit with the opened notice delivered: nothing else will add to history."""
-
-    async def check() -> CaseStatus | None:
-        status = await handle.query(contract.QUERY_STATUS, result_type=CaseStatus)
-        quiet = (
-            status.state == CaseState.AWAITING_DEPOSIT
-            and status.notices_sent + len(status.notices_failed) >= 1
-        )
-        return status if quiet else None
-
-    result: CaseStatus = await until(check)
-    return result
-
-
-async def finish(handle: WorkflowHandle[Any, CaseOutcome], record: str, timeout: float = 40) -> CaseOutcome:
-    """The case's outcome; with MARGIN_CALL_RECORD_HISTORIES=1 its history is kept for replay tests."""
-    outcome = await asyncio.wait_for(handle.result(), timeout)
-    if os.environ.get("MARGIN_CALL_RECORD_HISTORIES") == "1":
-        history = await handle.fetch_history()
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{record}.json").write_text(history.to_json())
-    return outcome
-
-
-async def notice_kinds(stack: CaseStack, account: str) -> list[str]:
-    """Kinds of the notices the receiver got for the account, once its cases' outbox is settled."""
-
-    async def outbox_settled() -> bool | None:
-        async with stack.pool.acquire() as conn:
-            pending = await conn.fetchval(
-                "SELECT count(*) FROM notice_outbox o JOIN margin_call_cases c USING (case_id)"
-                " WHERE c.account_id = $1 AND o.delivered_at IS NULL AND o.failed_at IS NULL",
-                account,
-            )
-        return True if pending == 0 else None
-
-    await until(outbox_settled)
-    return sorted(n["kind"] for n in stack.receiver.notices.values() if n["account_id"] == account)
-
-
-async def history_event_types(handle: WorkflowHandle[Any, Any]) -> list[int]:
-    return [event.event_type async for event in handle.fetch_history_events()]
 
 
 async def test_cured_before_notice(stack: CaseStack) -> None:

@@ -13,7 +13,7 @@ from activities.audit import check_ledger
 from activities.exceptions import IdempotencyConflict
 from activities.ledger import LedgerActivities, collateral_account, credit_deposit, post_transfer
 from activities.migrate import migrate
-from tests.ledger_helpers import balance, open_case
+from tests.helpers import balance, open_case
 from worker.market import Trader, move_market, onboard
 from workflows.contract import BankruptcyRequest, BreachScan, DepositCredit, StageRequest
 from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan

@@ -25,7 +25,7 @@ import pytest
 
 from workflows.client import connect
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _port(also_free: Callable[[int], bool] = lambda port: True) -> int:

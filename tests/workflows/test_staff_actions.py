@@ -9,8 +9,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from tests.conftest import CaseStack
-from tests.test_case_workflow import (
+from tests.helpers import (
+    CaseStack,
     account_with,
     fast_policy,
     finish,

@@ -8,8 +8,7 @@ from datetime import timedelta
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import TEST_POLICIES, CaseStack, free_port
-from tests.test_case_workflow import account_with, fast_policy
+from tests.helpers import TEST_POLICIES, CaseStack, account_with, fast_policy, free_port
 from worker.config import DEV_WEBHOOK_SECRET, temporal_cli
 from worker.worker import metrics_runtime, running_worker
 from workflows import contract

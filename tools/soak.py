@@ -1,6 +1,6 @@
 """Soak run (``make soak``, not part of ``make test``): a seeded random market with faults.
 
-    .venv/bin/python -m tests.soak --minutes 10 --seed 42 --accounts 300
+    .venv/bin/python -m tools.soak --minutes 10 --seed 42 --accounts 300
 
 Real processes throughout: a Temporal dev server (SQLite), PostgreSQL, two
 worker processes, the webhook receiver. Every second the market moves and the
@@ -30,7 +30,7 @@ from activities.exceptions import IdempotencyConflict
 from activities.exchange import set_position
 from activities.ledger import LedgerActivities, PostgresDeposits, credit_deposit
 from activities.migrate import migrate
-from tests.faults import FaultStack, WorkerProcess
+from tools.faults import FaultStack, WorkerProcess
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer
 from worker.market import LISTINGS, Trader, list_venue, move_market, onboard
@@ -282,7 +282,7 @@ async def run(minutes: float, seed: int, accounts: int) -> int:
         )
         if not ok:
             print(
-                f"reproduce with: python -m tests.soak --seed {seed} --minutes {minutes:g} --accounts {accounts}"
+                f"reproduce with: python -m tools.soak --seed {seed} --minutes {minutes:g} --accounts {accounts}"
             )
         return 0 if ok else 1
 

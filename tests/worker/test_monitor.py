@@ -8,8 +8,7 @@ from decimal import Decimal as D
 from temporalio.client import WorkflowExecutionStatus
 
 from activities.ledger import LedgerActivities
-from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, fast_policy
+from tests.helpers import CaseStack, account_with, fast_policy
 from worker.monitor import RiskMonitor
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState

@@ -6,38 +6,15 @@ import json
 import subprocess
 import sys
 from decimal import Decimal
+from io import StringIO
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, target
+from hypothesis import strategies as st
 
-TIER = {"notional_floor": "0", "maintenance_rate": "0.004", "initial_rate": "0.008"}
-
-
-def run_risk(payload: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "risk"],
-        input=payload,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def portfolio(**overrides: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {
-        "collateral": [{"asset": "USDT", "amount": "500", "price": "1", "haircut": "0"}],
-        "positions": [
-            {
-                "instrument": "BTCUSDT",
-                "quantity": "0.02",
-                "entry_price": "50000",
-                "mark_price": "50000",
-                "tiers": [TIER],
-            }
-        ],
-    }
-    document.update(overrides)
-    return document
+from tests.helpers import TIER, portfolio, run_risk
+from worker import risk_command
 
 
 def test_published_vectors_through_the_command() -> None:
@@ -133,13 +110,6 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(payload: str, field: s
 
 
 # --- every input ends in figures or in one line naming the field ------------------
-
-from io import StringIO  # noqa: E402
-
-from hypothesis import given, settings, target  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from worker import risk_command  # noqa: E402
 
 
 def run_in_process(payload: str) -> tuple[int, str, str]:

@@ -8,8 +8,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import DataConverter
 
-from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, fast_policy, finish
+from tests.helpers import CaseStack, account_with, fast_policy, finish
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
 

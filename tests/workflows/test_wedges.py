@@ -18,7 +18,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
 from activities import exchange
@@ -29,8 +28,16 @@ from activities.ledger import (
     ensure_collateral_account,
     post_transfer,
 )
-from tests.conftest import CaseStack, free_port
-from tests.test_case_workflow import account_with, fast_policy, finish, notice_kinds, wait_state
+from tests.helpers import (
+    CaseStack,
+    account_with,
+    fast_policy,
+    finish,
+    free_port,
+    notice_kinds,
+    start_raw,
+    wait_state,
+)
 from worker.api import create_app
 from worker.market import Trader, move_market, onboard, tiers
 from worker.monitor import RiskMonitor
@@ -42,18 +49,6 @@ from workflows.contract import CaseInput, CaseOutcome, CaseState, DepositCredit,
 from workflows.domain.policies import STANDARD_BOOK, PolicyError, PolicyOverrides
 
 CLOSED = {CaseState.CURED, CaseState.RESTORED, CaseState.CLOSED_OUT, CaseState.BANKRUPT, CaseState.WAIVED}
-
-
-async def start_raw(stack: CaseStack, account: str, case: dict[str, Any]) -> Any:
-    """Start a case the way the ``temporal`` CLI does: any JSON, no client-side validation."""
-    return await stack.client.start_workflow(
-        contract.WORKFLOW_TYPE,
-        case,
-        id=contract.workflow_id(account),
-        task_queue=contract.TASK_QUEUE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        result_type=CaseOutcome,
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Market-crash benchmark (``make bench``), measured against the engine's own ceiling.
 
-    .venv/bin/python -m tests.bench --accounts 2000 [--open 1000] [--deadlines 1000] [--scan 10000,100000,1000000]
+    .venv/bin/python -m tools.bench --accounts 2000 [--open 1000] [--deadlines 1000] [--scan 10000,100000,1000000]
 
 Everything on one machine, in one run: a Temporal dev server (SQLite + WAL, as
 the embedded stack runs it), an embedded PostgreSQL, the webhook receiver, and
@@ -33,8 +33,8 @@ from temporalio.client import Client
 from activities.database import EmbeddedPostgres, create_pool
 from activities.ledger import LedgerActivities, PostgresDeposits
 from activities.migrate import migrate
-from tests.bench_ceiling import CeilingWorkflow
-from tests.bench_scan_breaches import seed as seed_scan
+from tools.bench_ceiling import CeilingWorkflow
+from tools.bench_scan import seed as seed_scan
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import EMBEDDED_DYNAMIC_CONFIG, TemporalDevServer
 from worker.market import LISTINGS, Trader, list_venue, move_market, onboard
@@ -500,7 +500,7 @@ async def start_workers(bench: Bench, args: argparse.Namespace, address: str, ur
     """The worker processes; ready once a ceiling workflow completes through them."""
     for _ in range(args.workers):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.bench_worker", "--address", address, "--database-url", url,
+            sys.executable, "-m", "tools.bench_worker", "--address", address, "--database-url", url,
             "--notifier-url", f"http://127.0.0.1:{args.receiver_port}/webhooks",
             "--activity-slots", str(args.activity_slots), *(["--sandboxed"] if args.sandboxed else []),
             *(["--profile", str(RESULTS / f"worker-{len(bench.workers)}.prof.txt")] if args.profile else []),

@@ -9,8 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from activities.ledger import credit_deposit
-from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, wait_state
+from tests.helpers import CaseStack, account_with, wait_state
 from worker.config import temporal_cli
 from workflows import contract
 from workflows.client import MarginCallClient

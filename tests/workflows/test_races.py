@@ -9,8 +9,7 @@ from decimal import Decimal
 from temporalio.api.enums.v1 import EventType
 
 from activities.ledger import PostgresDeposits, collateral_account, credit_deposit
-from tests.conftest import CaseStack
-from tests.test_case_workflow import account_with, fast_policy, history_event_types, wait_state
+from tests.helpers import CaseStack, account_with, fast_policy, history_event_types, wait_state
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState, Deposit, DepositCredit, StaffAction

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
 from activities.ledger import credit_deposit
-from tests.conftest import CaseStack
-from tests.test_wedges import start_raw
+from tests.helpers import CaseStack, start_raw
 from worker.market import Trader, onboard
 from workflows import contract
 from workflows.contract import CaseState, CaseStatus, DepositCredit

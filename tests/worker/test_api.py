@@ -15,25 +15,13 @@ import pytest
 import pytest_asyncio
 from starlette.types import Message, Receive, Scope, Send
 
-from tests.conftest import TEST_POLICIES, CaseStack, free_port
-from tests.test_case_workflow import account_with, wait_state
+from tests.helpers import TEST_POLICIES, TOKENS, CaseStack, account_with, auth, free_port, wait_state
 from worker.api import MAX_BODY_BYTES, create_app
 from worker.serving import BodyLimit, serving
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
 
-TOKENS = {
-    "open-token-0123456789": frozenset({"cases:open"}),
-    "deposit-token-0123456789": frozenset({"deposits:write"}),
-    "read-token-0123456789": frozenset({"cases:read"}),
-    "act-token-0123456789": frozenset({"cases:act"}),
-    "all-token-0123456789": frozenset({"cases:open", "deposits:write", "cases:read", "cases:act"}),
-}
 FAST = {"deadline": "PT60S", "reminders_before_deadline": [], "pause_between_stages": "PT0S"}
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.receiver import MAX_NOTICE_BYTES, WebhookReceiver
 from worker.serving import serving

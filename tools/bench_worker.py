@@ -1,6 +1,6 @@
 """The benchmark's worker: its own process, as ``margin-call worker`` runs in production.
 
-    python -m tests.bench_worker --address HOST:PORT --database-url URL --notifier-url URL
+    python -m tools.bench_worker --address HOST:PORT --database-url URL --notifier-url URL
 
 The same ``running_worker`` as the product's worker as the product's worker, plus the ceiling
 workflow, so the ceiling and the cases are measured on the same worker. Kept
@@ -15,7 +15,7 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from tests.bench_ceiling import CeilingWorkflow, ceiling_activity
+from tools.bench_ceiling import CeilingWorkflow, ceiling_activity
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.worker import running_worker, stop_on_signals
 from workflows.client import connect
