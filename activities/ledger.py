@@ -45,8 +45,8 @@ from workflows.contract import (
     CaseOpening,
     CaseState,
     CollateralSale,
+    Deposit,
     DepositBooking,
-    DepositCredit,
     StageRequest,
     StageResult,
 )
@@ -733,7 +733,7 @@ class LedgerActivities:
         return account
 
 
-async def credit_deposit(pool: asyncpg.Pool, deposit: DepositCredit) -> DepositBooking:
+async def credit_deposit(pool: asyncpg.Pool, deposit: Deposit) -> DepositBooking:
     """Book a deposit (external -> trader collateral), idempotent by deposit id.
 
     Shared by the activity and the client API's deposit handler helper, which
@@ -813,5 +813,5 @@ class PostgresDeposits:
         # The operator's book: every case opened through this worker is held to it.
         self.policies = policies
 
-    async def credit(self, deposit: DepositCredit) -> DepositBooking:
+    async def credit(self, deposit: Deposit) -> DepositBooking:
         return await credit_deposit(self.pool, deposit)

@@ -167,7 +167,7 @@ class Bench:
 
         async def deposit_when_notified(account: str) -> None:
             await self.receiver.arrival(f"{contract.case_id(account, 'crash')}:opened")
-            await self.api.report_deposit(PostgresDeposits(self.pool), account, Deposit(deposit_id=f"{account}-cure", amount=D("500"),
+            await self.api.report_deposit(PostgresDeposits(self.pool), Deposit(account_id=account, deposit_id=f"{account}-cure", amount=D("500"),
                                                                  currency="USDT"))  # fmt: skip
 
         deposit_tasks = (
@@ -264,7 +264,7 @@ class Bench:
 
         async def one(account: str) -> None:
             begun = time.perf_counter()
-            await self.api.report_deposit(PostgresDeposits(self.pool), account, Deposit(deposit_id=f"{account}-small", amount=D("1"),
+            await self.api.report_deposit(PostgresDeposits(self.pool), Deposit(account_id=account, deposit_id=f"{account}-small", amount=D("1"),
                                                                  currency="USDT"))  # fmt: skip
             timings.append(time.perf_counter() - begun)
 

@@ -39,7 +39,7 @@ from worker.receiver import Behaviour, WebhookReceiver
 from worker.serving import serving
 from worker.stack import scratch_data_dir
 from workflows.client import MarginCallClient
-from workflows.contract import CaseState, DeadlineExtension, Deposit, DepositCredit, StaffAction
+from workflows.contract import CaseState, DeadlineExtension, Deposit, StaffAction
 from workflows.domain.liquidation import LiquidationPolicy
 from workflows.domain.policies import CasePolicy
 
@@ -105,7 +105,7 @@ class Soak:
             quantity = (notional / self.marks[instrument]).quantize(D("0.001")) * self.rng.choice([1, -1])
             await credit_deposit(
                 self.stack.pool,
-                DepositCredit(account_id=account, deposit_id=f"topup-{account}-{self.trades}",
+                Deposit(account_id=account, deposit_id=f"topup-{account}-{self.trades}",
                               amount=(notional / D(self.rng.choice([4, 8, 15, 25]))).quantize(D("0.01")),
                               currency="USDT"),
             )  # fmt: skip
@@ -125,10 +125,13 @@ class Soak:
                 if roll < 0.5:
                     amount = D(self.rng.randint(20, 3000))
                     deposit = Deposit(
-                        deposit_id=f"{account}-{self.rng.randint(1, 4)}", amount=amount, currency="USDT"
+                        account_id=account,
+                        deposit_id=f"{account}-{self.rng.randint(1, 4)}",
+                        amount=amount,
+                        currency="USDT",
                     )
                     report = await self.api.report_deposit(
-                        PostgresDeposits(self.stack.pool), account, deposit, wait=self.rng.random() < 0.7
+                        PostgresDeposits(self.stack.pool), deposit, wait=self.rng.random() < 0.7
                     )
                     self.injected["deposit repeated" if report.booking.already_credited else "deposit"] += 1
                 elif roll < 0.6:

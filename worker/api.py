@@ -36,8 +36,8 @@ from workflows.contract import (
     CaseState,
     CaseStatus,
     CaseSummary,
+    Deposit,
     DepositBooking,
-    DepositCredit,
     DepositReceipt,
     StaffAction,
     Waiver,
@@ -203,16 +203,10 @@ def create_app(
     @app.post(
         "/v1/deposits", responses=ERRORS, tags=["deposits"], dependencies=[Depends(require("deposits:write"))]
     )
-    async def deposit(body: DepositCredit) -> DepositReport:
+    async def deposit(body: Deposit) -> DepositReport:
         """Credit the ledger (idempotent on deposit id), then report the deposit to the open case."""
-        from workflows.contract import Deposit
-
         try:
-            report = await cases.report_deposit(
-                PostgresDeposits(pool),
-                body.account_id,
-                Deposit(deposit_id=body.deposit_id, amount=body.amount, currency=body.currency),
-            )
+            report = await cases.report_deposit(PostgresDeposits(pool), body)
         # The ledger's words are for the operator's logs: they may name another
         # account or repeat the input, so the caller gets ours.
         except UnknownAccount:

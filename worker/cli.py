@@ -299,10 +299,15 @@ async def _start(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
     from activities.ledger import PostgresDeposits
-    from workflows.contract import Deposit, DepositCredit
+    from workflows.contract import Deposit
 
     deposit = Deposit.model_validate(
-        {"deposit_id": args.deposit_id, "amount": args.amount, "currency": args.currency}
+        {
+            "account_id": args.account_id,
+            "deposit_id": args.deposit_id,
+            "amount": args.amount,
+            "currency": args.currency,
+        }
     )
     pool, embedded = await _with_database(settings)
 
@@ -310,7 +315,7 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
 
     try:
         if args.credit_only:
-            booking = await ledger.credit(DepositCredit(account_id=args.account_id, **deposit.model_dump()))
+            booking = await ledger.credit(deposit)
             done = "already credited" if booking.already_credited else "credited"
             _print(
                 booking.model_dump(mode="json"),
@@ -319,7 +324,7 @@ async def _deposit(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 0
         api = await _client(settings)
-        report = await api.report_deposit(ledger, args.account_id, deposit, wait=not args.signal)
+        report = await api.report_deposit(ledger, deposit, wait=not args.signal)
     finally:
         await pool.close()
         if embedded is not None:

@@ -115,13 +115,18 @@ async def _play_roles(stack: Stack, started: float, done: asyncio.Event) -> None
             acted.add(persona.name)
             at = f"t={time.monotonic() - started:4.0f}s"
             needed = (status.deposit_needed or D(0)) + D(50)
-            deposit = Deposit(deposit_id=f"{persona.name}-wire-1", amount=needed, currency=SETTLEMENT)
+            deposit = Deposit(
+                account_id=persona.name,
+                deposit_id=f"{persona.name}-wire-1",
+                amount=needed,
+                currency=SETTLEMENT,
+            )
             if persona.plays == "deposit":
-                report = await api.report_deposit(PostgresDeposits(stack.pool), persona.name, deposit)
+                report = await api.report_deposit(PostgresDeposits(stack.pool), deposit)
                 state = report.receipt.state.value if report.receipt else "no open case"
                 _say(f"{at}  deposit handler: {persona.name} wired {needed:,.2f} USDT -> case {state}")
             elif persona.plays == "signal-deposit":
-                await api.report_deposit(PostgresDeposits(stack.pool), persona.name, deposit, wait=False)
+                await api.report_deposit(PostgresDeposits(stack.pool), deposit, wait=False)
                 _say(f"{at}  deposit handler: {persona.name} wired {needed:,.2f} USDT (reported by signal)")
             elif persona.plays == "waive":
                 await api.waive(persona.name, staff)
@@ -147,7 +152,7 @@ async def _deposit_later(
     api: MarginCallClient, stack: Stack, account: str, deposit: Deposit, after: float
 ) -> None:
     await asyncio.sleep(after)
-    report = await api.report_deposit(PostgresDeposits(stack.pool), account, deposit)
+    report = await api.report_deposit(PostgresDeposits(stack.pool), deposit)
     state = report.receipt.state.value if report.receipt else "no open case"
     _say(
         f"          deposit handler: {account} wired {deposit.amount:,.2f} USDT within the extension -> case {state}"

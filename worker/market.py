@@ -13,7 +13,7 @@ import asyncpg
 
 from activities import exchange
 from activities.ledger import credit_deposit
-from workflows.contract import DepositCredit
+from workflows.contract import Deposit
 from workflows.domain.portfolio import Tier
 
 SETTLEMENT = "USDT"
@@ -67,7 +67,7 @@ async def onboard(pool: asyncpg.Pool, trader: Trader) -> None:
     if trader.collateral > 0:
         await credit_deposit(
             pool,
-            DepositCredit(
+            Deposit(
                 account_id=trader.account_id,
                 deposit_id=f"initial:{trader.account_id}",
                 amount=trader.collateral,

@@ -397,11 +397,11 @@ class MarginCallWorkflow:
             # A signal has no answer: the refusal goes to the worker's log; nothing else changes.
             workflow.logger.warning("deposit signal ignored: %s", problem)
             return
-        self._count_deposit(parse(Deposit, submission))
+        self._count_deposit(self._parse_deposit(submission))
 
     @workflow.update(name=contract.UPDATE_SUBMIT_DEPOSIT)
     async def submit_deposit(self, submission: Submission) -> DepositReceipt:
-        deposit = parse(Deposit, submission)
+        deposit = self._parse_deposit(submission)
         counted = self._count_deposit(deposit)
         if counted:
             seen = self._snapshot_version
@@ -421,7 +421,7 @@ class MarginCallWorkflow:
 
     @submit_deposit.validator
     def _validate_deposit(self, submission: Submission) -> None:
-        deposit = parse(Deposit, submission)
+        deposit = self._parse_deposit(submission)
         if self._state in CLOSED_STATES:
             raise ValueError(
                 f"case is closed ({self._state.value}); the deposit stays credited to the account"
@@ -526,7 +526,13 @@ class MarginCallWorkflow:
 
     # --- helpers ----------------------------------------------------------------
 
+    def _parse_deposit(self, submission: Submission) -> Deposit:
+        """The deposit, naming this case's account when the message does not (as recorded before it did)."""
+        return parse(Deposit, {"account_id": self._input.account_id, **submission.model_dump()})
+
     def _deposit_problem(self, deposit: Deposit) -> str | None:
+        if deposit.account_id != self._input.account_id:
+            return "account_id: this case is for another account; report the deposit to that account's case"
         currency = self._snapshot.currency if self._snapshot else None
         if currency is not None and deposit.currency != currency:
             return f"currency: this case settles in {currency}, not {deposit.currency}"

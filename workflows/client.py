@@ -41,7 +41,6 @@ from workflows.contract import (
     DeadlineExtension,
     Deposit,
     DepositBooking,
-    DepositCredit,
     DepositReceipt,
     StaffAction,
 )
@@ -80,7 +79,7 @@ async def connect(
 class DepositLedger(Protocol):
     """Whatever books a deposit in the ledger, idempotent by deposit id."""
 
-    async def credit(self, deposit: DepositCredit) -> DepositBooking: ...
+    async def credit(self, deposit: Deposit) -> DepositBooking: ...
 
 
 @dataclass(frozen=True)
@@ -145,21 +144,14 @@ class MarginCallClient:
         )
 
     async def report_deposit(
-        self, ledger: DepositLedger, account_id: str, deposit: Deposit, *, wait: bool = True
+        self, ledger: DepositLedger, deposit: Deposit, *, wait: bool = True
     ) -> DepositReport:
         """Credit the ledger first, then tell the open case (update if ``wait``, else signal).
 
         With no open case the deposit stays credited and no case is started.
         """
-        booking = await ledger.credit(
-            DepositCredit(
-                account_id=account_id,
-                deposit_id=deposit.deposit_id,
-                amount=deposit.amount,
-                currency=deposit.currency,
-            )
-        )
-        handle = self.client.get_workflow_handle(contract.workflow_id(account_id))
+        booking = await ledger.credit(deposit)
+        handle = self.client.get_workflow_handle(contract.workflow_id(deposit.account_id))
         try:
             if wait:
                 receipt = await self._submit_deposit(handle, deposit)

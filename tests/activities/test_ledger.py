@@ -15,7 +15,7 @@ from activities.ledger import LedgerActivities, collateral_account, credit_depos
 from activities.migrate import migrate
 from tests.helpers import balance, open_case
 from worker.market import Trader, move_market, onboard
-from workflows.contract import BankruptcyRequest, BreachScan, DepositCredit, StageRequest
+from workflows.contract import BankruptcyRequest, BreachScan, Deposit, StageRequest
 from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan
 
 D = Decimal
@@ -27,8 +27,8 @@ async def count(pool: asyncpg.Pool, sql: str, *args: object) -> int:
     return value
 
 
-def deposit(account: str, deposit_id: str, amount: str, currency: str = "USDT") -> DepositCredit:
-    return DepositCredit(account_id=account, deposit_id=deposit_id, amount=D(amount), currency=currency)
+def deposit(account: str, deposit_id: str, amount: str, currency: str = "USDT") -> Deposit:
+    return Deposit(account_id=account, deposit_id=deposit_id, amount=D(amount), currency=currency)
 
 
 async def test_migrations_are_safe_to_run_twice(ledger_url: str) -> None:

@@ -24,7 +24,7 @@ from activities.ledger import (
 )
 from tests.helpers import balance, open_case
 from worker.market import Trader, move_market, onboard, tiers
-from workflows.contract import BankruptcyRequest, DepositCredit, StageRequest
+from workflows.contract import BankruptcyRequest, Deposit, StageRequest
 from workflows.domain.liquidation import LiquidationOrder, LiquidationPlan
 
 D = Decimal
@@ -181,7 +181,7 @@ async def test_an_asset_outside_the_well_known_table_settles_with_the_ledgers_de
         await exchange.set_position(conn, "dai-trader", "BTCDAI", D("0.1"), D("50000"))
     booking = await credit_deposit(
         pool,
-        DepositCredit(
+        Deposit(
             account_id="dai-trader", deposit_id="dai-1", amount=D("1000.000000000000000001"), currency="DAI"
         ),
     )
@@ -189,7 +189,7 @@ async def test_an_asset_outside_the_well_known_table_settles_with_the_ledgers_de
     with pytest.raises(ValueError, match="DAI allows 18 decimal places"):
         await credit_deposit(
             pool,
-            DepositCredit(
+            Deposit(
                 account_id="dai-trader", deposit_id="dai-2", amount=D("1.0000000000000000001"), currency="DAI"
             ),
         )

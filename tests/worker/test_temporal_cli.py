@@ -13,7 +13,7 @@ from tests.helpers import CaseStack, account_with, wait_state
 from worker.config import temporal_cli
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.contract import CaseOutcome, CaseState, DepositCredit
+from workflows.contract import CaseOutcome, CaseState, Deposit
 
 
 async def temporal(stack: CaseStack, *args: str) -> str:
@@ -58,7 +58,7 @@ async def test_case_started_queried_and_cured_with_the_temporal_cli(stack: CaseS
     # The deposit handler credits the ledger, then reports the deposit by signal.
     await credit_deposit(
         stack.pool,
-        DepositCredit(account_id=account, deposit_id="cli-dep-1", amount=Decimal("60"), currency="USDT"),
+        Deposit(account_id=account, deposit_id="cli-dep-1", amount=Decimal("60"), currency="USDT"),
     )
     deposit = {"deposit_id": "cli-dep-1", "amount": "60", "currency": "USDT"}
     await temporal(

@@ -24,7 +24,7 @@ from activities.ledger import credit_deposit
 from tests.helpers import CaseStack, start_raw
 from worker.market import Trader, onboard
 from workflows import contract
-from workflows.contract import CaseState, CaseStatus, DepositCredit
+from workflows.contract import CaseState, CaseStatus, Deposit
 
 ID_CHARS = st.sampled_from("abcXYZ019._:@-")
 STATES = [
@@ -79,9 +79,7 @@ async def test_any_started_case_reaches_a_state(
     account = f"p{uuid.uuid4().hex[:16]}{suffix}"
     await onboard(stack.pool, Trader(account, D(0), {"BTCUSDT": (quantity, entry)}))
     if collateral > 0:
-        deposit = DepositCredit(
-            account_id=account, deposit_id=uuid.uuid4().hex, amount=collateral, currency="USDT"
-        )
+        deposit = Deposit(account_id=account, deposit_id=uuid.uuid4().hex, amount=collateral, currency="USDT")
         await credit_deposit(stack.pool, deposit)
     handle = await start_raw(stack, account, {"account_id": account, "call_id": call_id, "policy": policy})
     try:

@@ -59,15 +59,15 @@ async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) 
     status = await wait_state(handle, CaseState.AWAITING_DEPOSIT)
     assert status.deposit_needed == D("48")  # 198 - 150
 
-    small = Deposit(deposit_id=f"{account}-d1", amount=D("10"), currency="USDT")
-    first = await api.report_deposit(PostgresDeposits(stack.pool), account, small)
+    small = Deposit(account_id=account, deposit_id=f"{account}-d1", amount=D("10"), currency="USDT")
+    first = await api.report_deposit(PostgresDeposits(stack.pool), small)
     assert first.receipt is not None and first.receipt.counted
     assert first.receipt.state == CaseState.AWAITING_DEPOSIT and first.receipt.shortfall == D("38")
-    again = await api.report_deposit(PostgresDeposits(stack.pool), account, small)
+    again = await api.report_deposit(PostgresDeposits(stack.pool), small)
     assert again.booking.already_credited and again.receipt is not None and not again.receipt.counted
 
-    enough = Deposit(deposit_id=f"{account}-d2", amount=D("38"), currency="USDT")
-    cured = await api.report_deposit(PostgresDeposits(stack.pool), account, enough)
+    enough = Deposit(account_id=account, deposit_id=f"{account}-d2", amount=D("38"), currency="USDT")
+    cured = await api.report_deposit(PostgresDeposits(stack.pool), enough)
     assert cured.receipt is not None and cured.receipt.state == CaseState.CURED
     outcome = await finish(handle, "cured_by_deposit")
     assert outcome.state == CaseState.CURED
@@ -84,8 +84,8 @@ async def test_cured_by_deposit_with_a_duplicate_counted_once(stack: CaseStack) 
     assert balance == D("598")  # 550 + 10 once + 38
 
     # After the case closed, a deposit is still credited; no case is started.
-    late = Deposit(deposit_id=f"{account}-d3", amount=D("5"), currency="USDT")
-    report = await api.report_deposit(PostgresDeposits(stack.pool), account, late)
+    late = Deposit(account_id=account, deposit_id=f"{account}-d3", amount=D("5"), currency="USDT")
+    report = await api.report_deposit(PostgresDeposits(stack.pool), late)
     assert not report.case_open and not report.booking.already_credited
 
 
@@ -232,6 +232,9 @@ async def test_refused_deposit_leaves_no_trace_in_history(stack: CaseStack) -> N
         ({"deposit_id": "x4", "amount": "NaN", "currency": "USDT"}, "finite"),
         ({"deposit_id": "x5", "amount": 10.5, "currency": "USDT"}, "decimal string"),
         ({"deposit_id": "x6", "currency": "USDT"}, "amount"),
+        # Credited to another account: that account's case counts it, never this one.
+        ({"account_id": "someone-else", "deposit_id": "x7", "amount": "10", "currency": "USDT"}, "account_id"),
+        ({"account_id": None, "deposit_id": "x8", "amount": "10", "currency": "USDT"}, "account_id"),
     ]
     for payload, words in bad_inputs:
         with pytest.raises(WorkflowUpdateFailedError) as refused:

@@ -16,7 +16,7 @@ from workflows import contract
 from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient
 from workflows.contract import CaseState, Deposit, DepositReceipt
 
-DEPOSIT = Deposit(deposit_id="d-1", amount=Decimal("100"), currency="USDT")
+DEPOSIT = Deposit(account_id="acct-1", deposit_id="d-1", amount=Decimal("100"), currency="USDT")
 RECEIPT = DepositReceipt(
     deposit_id="d-1", counted=True, state=CaseState.CURED,
     equity=Decimal("900"), maintenance_margin=Decimal("800"), shortfall=Decimal("0"),

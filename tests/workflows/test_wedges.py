@@ -45,7 +45,7 @@ from worker.receiver import Behaviour
 from worker.serving import serving
 from workflows import contract
 from workflows.client import MarginCallClient
-from workflows.contract import CaseInput, CaseOutcome, CaseState, DepositCredit, Waiver
+from workflows.contract import CaseInput, CaseOutcome, CaseState, Deposit, Waiver
 from workflows.domain.policies import STANDARD_BOOK, PolicyError, PolicyOverrides
 
 CLOSED = {CaseState.CURED, CaseState.RESTORED, CaseState.CLOSED_OUT, CaseState.BANKRUPT, CaseState.WAIVED}
@@ -106,9 +106,7 @@ async def test_the_longest_ids_open_liquidate_and_close(stack: CaseStack) -> Non
     """Item 3: a 128-character account id with a 128-character call id is a case like any other."""
     account = ("long-" + stack.account("x")).ljust(128, "z")
     await onboard(stack.pool, Trader(account, D(0), {"BTCUSDT": (D(1), D("49900"))}))
-    deposit = DepositCredit(
-        account_id=account, deposit_id=f"seed-{account[:100]}", amount=D(550), currency="USDT"
-    )
+    deposit = Deposit(account_id=account, deposit_id=f"seed-{account[:100]}", amount=D(550), currency="USDT")
     await credit_deposit(stack.pool, deposit)
     api = MarginCallClient(stack.client)
     handle = await api.open_case(account, "c" * 128, fast_policy(deadline=timedelta(seconds=1)))

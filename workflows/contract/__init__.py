@@ -41,7 +41,6 @@ from workflows.contract._ledger import (
     CaseOpening,
     CollateralSale,
     DepositBooking,
-    DepositCredit,
     StageRequest,
     StageResult,
 )
@@ -119,7 +118,6 @@ __all__ = [
     "DeadlineExtension",
     "Deposit",
     "DepositBooking",
-    "DepositCredit",
     "DepositReceipt",
     "Notice",
     "NoticeDelivery",

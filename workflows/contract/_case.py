@@ -48,8 +48,13 @@ class CaseInput(Message):
 
 
 class Deposit(Message):
-    """The deposit message a deposit handler sends to an open case (already credited)."""
+    """A deposit as the deposit handler reports it: credited to the ledger first, then told to the account's case.
 
+    One message for both steps, so that what the ledger booked is what the
+    case counts. A case refuses a deposit for another account.
+    """
+
+    account_id: Identifier
     deposit_id: Identifier
     amount: DecimalStr
     currency: Identifier

@@ -7,14 +7,13 @@ from decimal import Decimal
 
 from pydantic import (
     Field,
-    model_validator,
 )
 
 from workflows.contract._case import CaseStatus, Waiver
 from workflows.contract._notices import Notice
 from workflows.domain.liquidation import Fill, LiquidationPlan
 from workflows.domain.message import CallId, CaseId, Identifier, Message
-from workflows.domain.money import DecimalStr, Figure, money_amount, places_if_known
+from workflows.domain.money import DecimalStr, Figure
 from workflows.domain.policies import CasePolicy
 from workflows.domain.portfolio import MarginSnapshot
 
@@ -68,20 +67,6 @@ class CollateralSale(Message):
     price: Figure
     proceeds: Figure
     fee: Figure
-
-
-class DepositCredit(Message):
-    """A deposit as the deposit handler books it in the ledger."""
-
-    account_id: Identifier
-    deposit_id: Identifier
-    amount: DecimalStr
-    currency: Identifier
-
-    @model_validator(mode="after")
-    def _money(self) -> DepositCredit:
-        money_amount(self.amount, self.currency, places=places_if_known(self.currency))
-        return self
 
 
 class DepositBooking(Message):
