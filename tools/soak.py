@@ -25,19 +25,17 @@ from decimal import Decimal
 
 import asyncpg
 
-from activities.database import EmbeddedPostgres, create_pool
+from activities.audit import InvariantReport
 from activities.exceptions import IdempotencyConflict
 from activities.exchange import set_position
 from activities.ledger import LedgerActivities, PostgresDeposits, credit_deposit
-from activities.migrate import migrate
-from tools.faults import FaultStack, WorkerProcess
+from tools.faults import FaultStack, fault_stack
 from worker.config import DEV_WEBHOOK_SECRET
-from worker.devserver import TemporalDevServer
 from worker.market import LISTINGS, Trader, list_venue, move_market, onboard
 from worker.monitor import RiskMonitor
 from worker.receiver import Behaviour, WebhookReceiver
 from worker.serving import serving
-from worker.stack import scratch_data_dir
+from worker.stack import free_port, scratch_data_dir
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState, DeadlineExtension, Deposit, StaffAction
 from workflows.domain.liquidation import LiquidationPolicy
@@ -53,15 +51,6 @@ POLICY = CasePolicy(
     ledger_attempt_timeout=timedelta(seconds=3),
     liquidation=LiquidationPolicy(fraction_per_stage=D("0.3")),
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 class Soak:
@@ -179,115 +168,114 @@ class Soak:
             self.receiver.behaviour = Behaviour()
 
 
+async def onboard_traders(pool: asyncpg.Pool, rng: random.Random, accounts: int) -> list[str]:
+    names = []
+    for i in range(accounts):
+        name = f"soak-{i:04d}"
+        instrument = rng.choice(list(LISTINGS))
+        price = LISTINGS[instrument][0]
+        notional = D(rng.randint(5_000, 200_000))
+        leverage = D(rng.choice([4, 8, 15, 25]))
+        quantity = (notional / price).quantize(D("0.001")) * rng.choice([1, -1])
+        await onboard(
+            pool, Trader(name, (notional / leverage).quantize(D("0.01")), {instrument: (quantity, price)})
+        )
+        names.append(name)
+    return names
+
+
+async def drive(soak: Soak, minutes: float) -> None:
+    """Every second: the market moves, the monitor opens cases, traders and staff act; now and then a fault."""
+    stack, rng = soak.stack, soak.rng
+    started = time.monotonic()
+    last_fault = last_report = last_trade = started
+    monitor = RiskMonitor(LedgerActivities(stack.pool), soak.api, POLICY)
+    while time.monotonic() - started < minutes * 60:
+        now = time.monotonic()
+        monitor.cases = soak.api  # a restarted server means a new client
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("market", soak.move_market),
+            ("monitor", monitor.tick),
+            ("cases", soak.act_on_cases),
+        ]
+        if now - last_trade > 10:
+            steps.append(("re-trade", soak.retrade))
+            last_trade = now
+        if now - last_fault > rng.uniform(15, 40):
+            steps.append(("fault", soak.inject_fault))
+            last_fault = now
+        for step, action in steps:
+            try:
+                await action()
+            except Exception as error:  # the faults we inject make some steps fail: count them
+                soak.injected[f"{step} step failed ({type(error).__name__})"] += 1
+        if now - last_report > 15:
+            try:
+                async with stack.pool.acquire() as conn:
+                    states = await conn.fetch("SELECT state, count(*) FROM margin_call_cases GROUP BY 1")
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                # The connection-killing fault reaches the driver's own pool too.
+                soak.injected[f"report step failed ({type(error).__name__})"] += 1
+                states = []  # this report is skipped
+            print(f"t={now - started:5.0f}s  cases " + ", ".join(f"{s} {n}" for s, n in sorted(states))
+                  + f"  | injected {sum(soak.injected.values())}", flush=True)  # fmt: skip
+            last_report = now
+        await asyncio.sleep(1)
+
+
+async def settle(soak: Soak) -> tuple[InvariantReport, list[asyncpg.Record], int, int]:
+    """The market calms and every case is let close; then the invariant check and what is still open."""
+    stack = soak.stack
+    print("calming the market, letting every case close...", flush=True)
+    await stack.pool.expire_connections()  # the last fault may have killed the driver's own connections
+    soak.receiver.behaviour = Behaviour()
+    if not [w for w in stack.workers if w.process.returncode is None]:
+        await stack.start_worker()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        await soak.move_market(calm=True)
+        if not [c for c in await soak.api.list_cases() if c.running]:
+            break
+        await asyncio.sleep(2)
+    report = await stack.invariants()
+    async with stack.pool.acquire() as conn:
+        states = await conn.fetch("SELECT state, count(*) FROM margin_call_cases GROUP BY 1 ORDER BY 1")
+        open_records = await conn.fetchval("SELECT count(*) FROM margin_call_cases WHERE closed_at IS NULL")
+    running = len([c for c in await soak.api.list_cases() if c.running])
+    return report, states, open_records, running
+
+
 async def run(minutes: float, seed: int, accounts: int) -> int:
     rng = random.Random(seed)
     print(f"soak: seed {seed}, {accounts} accounts, {minutes:g} min of faults", flush=True)
-    async with scratch_data_dir("margin-call-soak-") as directory:  # also clears what a killed run left
-        receiver = WebhookReceiver(DEV_WEBHOOK_SECRET)
-        receiver_port = free_port()
-        async with serving(receiver.app(), receiver_port):
-            postgres = EmbeddedPostgres(directory / "postgres")
-            url = await postgres.start()
-            pool = await create_pool(url, max_size=10)
-            async with pool.acquire() as conn:
-                await migrate(conn)
-                await list_venue(conn, insurance_fund=D("20000"))
-            temporal = TemporalDevServer(
-                directory / "temporal" / "temporal.sqlite", port=free_port(), ui=False
-            )
-            client = await temporal.start()
-            stack = FaultStack(directory, temporal, postgres, url, pool, client,
-                               f"http://127.0.0.1:{receiver_port}/webhooks")  # fmt: skip
-            names = []
-            for i in range(accounts):
-                name = f"soak-{i:04d}"
-                instrument = rng.choice(list(LISTINGS))
-                price = LISTINGS[instrument][0]
-                notional = D(rng.randint(5_000, 200_000))
-                leverage = D(rng.choice([4, 8, 15, 25]))
-                quantity = (notional / price).quantize(D("0.001")) * rng.choice([1, -1])
-                await onboard(
-                    pool,
-                    Trader(name, (notional / leverage).quantize(D("0.01")), {instrument: (quantity, price)}),
-                )
-                names.append(name)
-            soak = Soak(stack, receiver, rng, names)
-            workers: list[WorkerProcess] = [await stack.start_worker(), await stack.start_worker()]
-            assert workers
-            started = time.monotonic()
-            last_fault = last_report = last_trade = started
-            try:
-                monitor = RiskMonitor(LedgerActivities(pool), soak.api, POLICY)
-                while time.monotonic() - started < minutes * 60:
-                    now = time.monotonic()
-                    monitor.cases = soak.api  # a restarted server means a new client
-                    steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-                        ("market", soak.move_market),
-                        ("monitor", monitor.tick),
-                        ("cases", soak.act_on_cases),
-                    ]
-                    if now - last_trade > 10:
-                        steps.append(("re-trade", soak.retrade))
-                        last_trade = now
-                    if now - last_fault > rng.uniform(15, 40):
-                        steps.append(("fault", soak.inject_fault))
-                        last_fault = now
-                    for step, action in steps:
-                        try:
-                            await action()
-                        except Exception as error:  # the faults we inject make some steps fail: count them
-                            soak.injected[f"{step} step failed ({type(error).__name__})"] += 1
-                    if now - last_report > 15:
-                        try:
-                            async with pool.acquire() as conn:
-                                states = await conn.fetch(
-                                    "SELECT state, count(*) FROM margin_call_cases GROUP BY 1"
-                                )
-                        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
-                            # The connection-killing fault reaches the driver's own pool too.
-                            soak.injected[f"report step failed ({type(error).__name__})"] += 1
-                            states = []  # this report is skipped
-                        print(f"t={now - started:5.0f}s  cases " + ", ".join(f"{s} {n}" for s, n in sorted(states))
-                              + f"  | injected {sum(soak.injected.values())}", flush=True)  # fmt: skip
-                        last_report = now
-                    await asyncio.sleep(1)
-                print("calming the market, letting every case close...", flush=True)
-                await pool.expire_connections()  # the last fault may have killed the driver's own connections
-                receiver.behaviour = Behaviour()
-                if not [w for w in stack.workers if w.process.returncode is None]:
-                    await stack.start_worker()
-                deadline = time.monotonic() + 300
-                while time.monotonic() < deadline:
-                    await soak.move_market(calm=True)
-                    running = [c for c in await soak.api.list_cases() if c.running]
-                    if not running:
-                        break
-                    await asyncio.sleep(2)
-                report = await stack.invariants()
-                async with pool.acquire() as conn:
-                    states = await conn.fetch(
-                        "SELECT state, count(*) FROM margin_call_cases GROUP BY 1 ORDER BY 1"
-                    )
-                    open_records = await conn.fetchval(
-                        "SELECT count(*) FROM margin_call_cases WHERE closed_at IS NULL"
-                    )
-                running = [c for c in await soak.api.list_cases() if c.running]
-            finally:
-                await stack.close()
-        print("\ncases by outcome: " + ", ".join(f"{s} {n}" for s, n in states))
-        print(f"open case records {open_records}, running workflows {len(running)}")
-        print("injected: " + ", ".join(f"{k} {v}" for k, v in sorted(soak.injected.items())))
-        print(f"notices received {len(receiver.notices)} (attempts {receiver.attempts})")
-        totals = ", ".join(f"{a} {t}" for a, t in report.ledger.totals_by_asset.items())
-        ok = report.holds and open_records == len(running)
+    receiver = WebhookReceiver(DEV_WEBHOOK_SECRET)
+    receiver_port = free_port()
+    async with (
+        scratch_data_dir("margin-call-soak-") as directory,  # also clears what a killed run left
+        serving(receiver.app(), receiver_port),
+        fault_stack(directory, f"http://127.0.0.1:{receiver_port}/webhooks") as stack,
+    ):
+        async with stack.pool.acquire() as conn:
+            await list_venue(conn, insurance_fund=D("20000"))
+        soak = Soak(stack, receiver, rng, await onboard_traders(stack.pool, rng, accounts))
+        await stack.start_worker()
+        await stack.start_worker()
+        await drive(soak, minutes)
+        report, states, open_records, running = await settle(soak)
+    print("\ncases by outcome: " + ", ".join(f"{s} {n}" for s, n in states))
+    print(f"open case records {open_records}, running workflows {running}")
+    print("injected: " + ", ".join(f"{k} {v}" for k, v in sorted(soak.injected.items())))
+    print(f"notices received {len(receiver.notices)} (attempts {receiver.attempts})")
+    totals = ", ".join(f"{a} {t}" for a, t in report.ledger.totals_by_asset.items())
+    ok = report.holds and open_records == running
+    print(
+        f"invariant check: {'PASS' if ok else 'FAIL'}; ledger totals {totals}; violations {report.violations}"
+    )
+    if not ok:
         print(
-            f"invariant check: {'PASS' if ok else 'FAIL'}; ledger totals {totals}; violations {report.violations}"
+            f"reproduce with: python -m tools.soak --seed {seed} --minutes {minutes:g} --accounts {accounts}"
         )
-        if not ok:
-            print(
-                f"reproduce with: python -m tools.soak --seed {seed} --minutes {minutes:g} --accounts {accounts}"
-            )
-        return 0 if ok else 1
+    return 0 if ok else 1
 
 
 def main() -> None:

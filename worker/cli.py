@@ -167,7 +167,7 @@ async def _client(settings: Settings) -> Any:
 
 async def _with_database(settings: Settings) -> tuple[Any, Any]:
     """A pool on the configured database, or on the embedded one (joined if ``up`` runs it)."""
-    from activities.database import EmbeddedPostgres, create_pool
+    from worker.stack.postgres import EmbeddedPostgres, create_pool
 
     if settings.database_url:
         return await create_pool(settings.database_url), None
@@ -224,7 +224,7 @@ async def _api(settings: Settings, host: str, port: int) -> int:
 
 
 async def _worker(settings: Settings) -> int:
-    from activities.database import EmbeddedPostgres
+    from worker.stack.postgres import EmbeddedPostgres
     from worker.worker import metrics_runtime, running_worker, stop_on_signals
     from workflows.client import connect
 

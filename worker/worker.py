@@ -1,13 +1,15 @@
 """The worker process: hosts the case workflow and every activity on ``margin-calls``.
 
-It owns the asyncpg pool and the httpx client for its lifetime and stops
-gracefully: on SIGTERM/SIGINT it stops polling, lets running activities finish
-(within a grace period) and closes the pool and the client last.
+It owns the httpx client (and, in a process of its own, the asyncpg pool) for
+its lifetime and stops gracefully: on SIGTERM/SIGINT it stops polling, lets
+running activities finish (within a grace period) and closes the client and
+the pool last. ``worker.stack`` brings it up with the servers it needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -93,7 +95,7 @@ def build_worker(
 @asynccontextmanager
 async def running_worker(
     client: Client,
-    database_url: str,
+    ledger: asyncpg.Pool | str,
     notifier_url: str | None,
     webhook_secret: str,
     *,
@@ -103,43 +105,50 @@ async def running_worker(
     extra_activities: Sequence[Callable[..., Any]] = (),
     policies: PolicyBook = STANDARD_BOOK,
 ) -> AsyncIterator[Worker]:
-    """A started worker, with its own pool and HTTP client and the notice outbox's dispatcher, torn down in order."""
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=20, command_timeout=30)
-    assert pool is not None
-    try:
-        async with notifier_http_client() as http:
-            worker = build_worker(
-                client,
-                pool,
-                http,
-                notifier_url,
-                webhook_secret,
-                max_concurrent_activities=max_concurrent_activities,
-                sandboxed=sandboxed,
-                extra_workflows=extra_workflows,
-                extra_activities=extra_activities,
-                policies=policies,
+    """A started worker, its HTTP client and the notice outbox's dispatcher, torn down in order.
+
+    ``ledger``: the process's pool, when the worker shares its process (``up`` runs the monitor
+    and the API on the same one, and closes it), or the database URL for a pool of the worker's
+    own, closed with it.
+    """
+    async with contextlib.AsyncExitStack() as owned:
+        if isinstance(ledger, str):
+            pool = await asyncpg.create_pool(ledger, min_size=1, max_size=20, command_timeout=30)
+            assert pool is not None
+            owned.push_async_callback(pool.close)
+        else:
+            pool = ledger
+        http = await owned.enter_async_context(notifier_http_client())
+        worker = build_worker(
+            client,
+            pool,
+            http,
+            notifier_url,
+            webhook_secret,
+            max_concurrent_activities=max_concurrent_activities,
+            sandboxed=sandboxed,
+            extra_workflows=extra_workflows,
+            extra_activities=extra_activities,
+            policies=policies,
+        )
+        stop = asyncio.Event()
+        # A worker with no notifier leaves the outbox to those that have one.
+        outbox = (
+            asyncio.create_task(
+                NoticeDispatcher(pool, NotifierActivities(http, notifier_url, webhook_secret)).run(stop)
             )
-            stop = asyncio.Event()
-            # A worker with no notifier leaves the outbox to those that have one.
-            outbox = (
-                asyncio.create_task(
-                    NoticeDispatcher(pool, NotifierActivities(http, notifier_url, webhook_secret)).run(stop)
-                )
-                if notifier_url is not None
-                else None
-            )
-            try:
-                async with worker:
-                    log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
-                    yield worker
-            finally:
-                stop.set()
-                if outbox is not None:
-                    await outbox
-            log.info("worker stopped")
-    finally:
-        await pool.close()
+            if notifier_url is not None
+            else None
+        )
+        try:
+            async with worker:
+                log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
+                yield worker
+        finally:
+            stop.set()
+            if outbox is not None:
+                await outbox
+        log.info("worker stopped")
 
 
 def metrics_runtime(port: int | None) -> Runtime | None:

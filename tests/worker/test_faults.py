@@ -18,11 +18,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from activities.database import EmbeddedPostgres, create_pool
-from activities.migrate import migrate
-from tests.helpers import free_port
-from tools.faults import FaultStack, until
-from worker.devserver import TemporalDevServer
+from tests.helpers import until
+from tools.faults import FaultStack, fault_stack
 from worker.market import Trader, list_venue, move_market, onboard
 from worker.receiver import WebhookReceiver
 from workflows.client import MarginCallClient
@@ -37,19 +34,11 @@ ENTRY, MARK = D("49900"), D("49500")
 async def faults(
     tmp_path_factory: pytest.TempPathFactory, receiver: tuple[WebhookReceiver, str]
 ) -> AsyncIterator[FaultStack]:
-    directory = tmp_path_factory.mktemp("faults")
-    postgres = EmbeddedPostgres(directory / "postgres")
-    url = await postgres.start()
-    pool = await create_pool(url, max_size=5)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-        await list_venue(conn, insurance_fund=D("100000"))
-        await move_market(conn, {"BTCUSDT": MARK})
-    temporal = TemporalDevServer(directory / "temporal" / "temporal.sqlite", port=free_port(), ui=False)
-    client = await temporal.start()
-    stack = FaultStack(directory, temporal, postgres, url, pool, client, receiver[1])
-    yield stack
-    await stack.close()
+    async with fault_stack(tmp_path_factory.mktemp("faults"), receiver[1], pool_size=5) as stack:
+        async with stack.pool.acquire() as conn:
+            await list_venue(conn, insurance_fund=D("100000"))
+            await move_market(conn, {"BTCUSDT": MARK})
+        yield stack
 
 
 def policy(**overrides: Any) -> CasePolicy:
@@ -128,7 +117,8 @@ async def test_temporal_restarted_while_cases_wait_and_while_a_stage_runs(faults
                liquidation={"fraction_per_stage": "0.1"}),
     )  # fmt: skip
     await until(
-        lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = $1", running)
+        lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = $1", running),
+        timeout=30,
     )
     await faults.restart_temporal(down_for=2)
     outcomes = [await outcome_of(faults, a) for a in [*waiting, running]]
@@ -154,7 +144,8 @@ async def test_postgres_restarted_and_connections_killed_during_activities(fault
                                    liquidation={"fraction_per_stage": "0.1"}),
         )  # fmt: skip
     await until(
-        lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = ANY($1)", accounts)
+        lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = ANY($1)", accounts),
+        timeout=30,
     )
     assert await faults.kill_connections() >= 1
     await asyncio.sleep(0.7)

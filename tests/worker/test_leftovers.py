@@ -17,24 +17,16 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from worker.stack import free_port
 from workflows.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _port(also_free: Callable[[int], bool] = lambda port: True) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if also_free(port):
-            return port
 
 
 def _free(port: int) -> bool:
@@ -48,7 +40,10 @@ def _free(port: int) -> bool:
 
 def _temporal_port() -> int:
     """A port whose + 1000 (the Web UI) is free too."""
-    return _port(lambda port: port + 1000 < 65536 and _free(port + 1000))
+    while True:
+        port = free_port()
+        if port + 1000 < 65536 and _free(port + 1000):
+            return port
 
 
 def _alive(pid: int) -> bool:
@@ -126,7 +121,7 @@ class Ups:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "worker.cli", "up",
                 "--temporal-port", str(temporal_port or _temporal_port()),
-                "--receiver-port", str(_port()), "--api-port", str(api_port or _port()),
+                "--receiver-port", str(free_port()), "--api-port", str(api_port or free_port()),
                 env=self.env, cwd=ROOT, stdout=stdout, stderr=stderr,
             )  # fmt: skip
         self.processes.append(process)
@@ -246,14 +241,13 @@ async def test_a_dev_server_that_cannot_bind_says_so_rather_than_in_its_log(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As when the port is taken between the check and the server's bind."""
-    from worker import devserver
-    from worker.leftovers import PortInUse
+    from worker.stack import PortInUse, temporal
 
-    monkeypatch.setattr(devserver, "ensure_ports_free", lambda ports: None)
+    monkeypatch.setattr(temporal, "ensure_ports_free", lambda ports: None)
     with socket.socket() as squatter:  # bound, not listening: a client is refused, the server cannot bind
         squatter.bind(("127.0.0.1", 0))
         port = squatter.getsockname()[1]
-        server = devserver.TemporalDevServer(tmp_path / "temporal" / "temporal.sqlite", port=port, ui=False)
+        server = temporal.TemporalDevServer(tmp_path / "temporal" / "temporal.sqlite", port=port, ui=False)
         try:
             with pytest.raises(PortInUse, match=f"port {port}"):
                 await server.start(timeout=30)
@@ -266,15 +260,14 @@ async def test_a_dev_server_that_cannot_bind_says_so_rather_than_in_its_log(
 async def test_another_server_answering_on_the_port_is_not_taken_for_ours(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker import devserver
-    from worker.leftovers import PortInUse
+    from worker.stack import PortInUse, temporal
 
-    port = _port()
-    theirs = devserver.TemporalDevServer(tmp_path / "a" / "temporal" / "temporal.sqlite", port=port, ui=False)
-    ours = devserver.TemporalDevServer(tmp_path / "b" / "temporal" / "temporal.sqlite", port=port, ui=False)
+    port = free_port()
+    theirs = temporal.TemporalDevServer(tmp_path / "a" / "temporal" / "temporal.sqlite", port=port, ui=False)
+    ours = temporal.TemporalDevServer(tmp_path / "b" / "temporal" / "temporal.sqlite", port=port, ui=False)
     try:
         await theirs.start(timeout=30)
-        monkeypatch.setattr(devserver, "ensure_ports_free", lambda ports: None)
+        monkeypatch.setattr(temporal, "ensure_ports_free", lambda ports: None)
         with pytest.raises(PortInUse, match=f"port {port}"):
             await ours.start(timeout=30)
         assert ours.process is not None and ours.process.returncode is not None
@@ -285,8 +278,7 @@ async def test_another_server_answering_on_the_port_is_not_taken_for_ours(
 
 
 async def test_recorded_pids_now_held_by_other_processes_are_left_alone(tmp_path: Path) -> None:
-    from worker.leftovers import LeftoverError
-    from worker.stack import stop_leftovers
+    from worker.stack import LeftoverError, stop_leftovers
 
     database = tmp_path / "temporal" / "temporal.sqlite"
     database.parent.mkdir(parents=True)
@@ -317,9 +309,7 @@ async def test_recorded_pids_now_held_by_other_processes_are_left_alone(tmp_path
 
 BENCH_LIKE = """
 import asyncio, sys
-from activities.database import EmbeddedPostgres
-from worker.devserver import TemporalDevServer
-from worker.stack import scratch_data_dir
+from worker.stack import EmbeddedPostgres, TemporalDevServer, scratch_data_dir
 
 async def main() -> None:
     async with scratch_data_dir(sys.argv[1]) as directory:
@@ -337,7 +327,7 @@ async def test_a_bench_or_soak_run_clears_what_a_killed_run_left(tmp_path: Path)
 
     prefix = f"margin-call-test-leftovers-{uuid.uuid4().hex[:8]}-"
     run = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BENCH_LIKE, prefix, str(_port()), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-c", BENCH_LIKE, prefix, str(free_port()), cwd=ROOT, stdout=asyncio.subprocess.PIPE
     )
     old: Path | None = None
     try:
@@ -364,7 +354,7 @@ async def test_a_bench_or_soak_run_clears_what_a_killed_run_left(tmp_path: Path)
 HOLDER = """
 import sys, time
 from pathlib import Path
-from worker.leftovers import DataDirLock
+from worker.stack import DataDirLock
 DataDirLock(Path(sys.argv[1])).acquire()
 print("held", flush=True)
 time.sleep(60)
@@ -373,8 +363,7 @@ time.sleep(60)
 
 async def test_a_fresh_data_dir_is_emptied_only_once_it_is_ours(tmp_path: Path) -> None:
     """What the demo needs: it starts from nothing, but must not wipe a live run's directory."""
-    from worker.leftovers import DataDirInUse
-    from worker.stack import fresh_data_dir
+    from worker.stack import DataDirInUse, fresh_data_dir
 
     (tmp_path / "temporal").mkdir()
     (tmp_path / "notices.jsonl").write_text("{}\n")

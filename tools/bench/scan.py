@@ -1,8 +1,9 @@
 """Benchmark (not a test): ``scan_breaches`` over a large book, one statement.
 
-    .venv/bin/python -m tools.bench_scan [accounts] [positions_per_account]
+    .venv/bin/python -m tools.bench.scan [accounts] [positions_per_account]
 
-Seeds the accounts in bulk with SQL, crashes the market, and times the scan.
+Seeds the accounts in bulk with SQL, crashes the market, and times the scan, in a
+scratch database on the configured PostgreSQL or an embedded one (``worker.stack``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import asyncpg
 
-from activities.database import create_pool, resolve_database_url
 from activities.ledger import LedgerActivities
 from activities.migrate import migrate
+from worker.config import load_settings
 from worker.market import list_venue, move_market
+from worker.stack import another_database, create_pool, ledger_database
 from workflows.contract import BreachScan
 
 
@@ -59,14 +61,12 @@ async def seed(conn: asyncpg.Connection, accounts: int, per_account: int) -> Non
 
 async def main(accounts: int, per_account: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        url, embedded = await resolve_database_url(Path(directory))
-        try:
-            conn = await asyncpg.connect(url)
+        async with ledger_database(load_settings().database_url, Path(directory)) as database:
+            conn = await asyncpg.connect(database.url)
             await conn.execute("DROP DATABASE IF EXISTS scan_bench")
             await conn.execute("CREATE DATABASE scan_bench")
             await conn.close()
-            bench_url = url.replace("/postgres?", "/scan_bench?")
-            pool = await create_pool(bench_url)
+            pool = await create_pool(another_database(database.url, "scan_bench"))
             async with pool.acquire() as conn:
                 await migrate(conn)
                 await list_venue(conn, insurance_fund=Decimal(0))
@@ -89,9 +89,6 @@ async def main(accounts: int, per_account: int) -> None:
                 f" median {sorted(timings)[2] * 1000:.0f} ms (one statement)"
             )
             await pool.close()
-        finally:
-            if embedded is not None:
-                await embedded.stop()
 
 
 if __name__ == "__main__":

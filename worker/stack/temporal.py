@@ -6,7 +6,7 @@ Web UI on the gRPC port + 1000.
 
 It runs in a session of its own, so it outlives a ``kill -9`` of its parent: its
 pid is recorded beside the database and the next start stops it (see
-``worker.leftovers``).
+``worker.stack.leftovers``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from worker.config import temporal_cli
-from worker.leftovers import (
+from worker.stack.leftovers import (
     DataDirLock,
     PortInUse,
     ServerIdentity,
@@ -38,6 +38,9 @@ from workflows import contract
 from workflows.client import connect
 
 log = logging.getLogger("margin_call.devserver")
+
+# Where the dev server keeps its state in a data directory.
+TEMPORAL_DATABASE = Path("temporal") / "temporal.sqlite"
 
 _SEARCH_ATTRIBUTE_TYPES = {"KEYWORD": "Keyword", "DOUBLE": "Double", "DATETIME": "Datetime", "INT": "Int"}
 

@@ -1,14 +1,14 @@
-"""``margin-call up``: the whole system on one machine, from wheels only.
+"""``margin-call up`` and the demo: the whole system on one machine, from wheels only.
 
 Starts what is not configured: PostgreSQL (embedded, migrated), the Temporal dev
 server (SQLite under the data directory, Web UI, search attributes), the local
-webhook receiver; then the worker and the risk monitor. Everything stops in
-reverse order; a second start resumes the same data.
+webhook receiver; then the worker, the risk monitor and the HTTP API, all on one
+pool. Everything stops in reverse order; a second start resumes the same data.
 
 The data directory is this process's alone while the stack runs (a lock a
 second start is refused on); servers a killed run left there are stopped
 before anything starts, and every port is checked free first, so that nothing
-quietly joins a leftover (see ``worker.leftovers``).
+quietly joins a leftover (see ``worker.stack.leftovers``).
 """
 
 from __future__ import annotations
@@ -17,102 +17,30 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
 
-from activities.database import EmbeddedPostgres, create_pool, stop_leftover_postgres
 from activities.ledger import LedgerActivities
 from activities.migrate import migrate
 from worker.api import create_app
 from worker.api_tokens import SCOPES
 from worker.config import Settings
-from worker.devserver import TemporalDevServer, stop_leftover_temporal
-from worker.leftovers import LOCK_FILE, DataDirLock, LeftoverError, ensure_ports_free
 from worker.monitor import RiskMonitor
 from worker.receiver import WebhookReceiver
 from worker.serving import serving
+from worker.stack.datadir import stop_leftovers
+from worker.stack.leftovers import DataDirLock, ensure_ports_free
+from worker.stack.postgres import create_pool, ledger_database
+from worker.stack.temporal import TEMPORAL_DATABASE, TemporalDevServer
 from worker.worker import metrics_runtime, running_worker
 from workflows.client import MarginCallClient, connect
 from workflows.domain.policies import DEFAULT_POLICY, CasePolicy, open_book
 
 log = logging.getLogger("margin_call.stack")
-
-# Where each embedded server keeps its state in a data directory.
-POSTGRES_DIR = "postgres"
-TEMPORAL_DATABASE = Path("temporal") / "temporal.sqlite"
-
-
-def stop_leftovers(data_dir: Path) -> None:
-    """Stop the servers a killed run left on ``data_dir``. Blocking; hold the directory's lock."""
-    stop_leftover_temporal(data_dir / TEMPORAL_DATABASE)
-    stop_leftover_postgres(data_dir / POSTGRES_DIR)
-
-
-@asynccontextmanager
-async def scratch_data_dir(prefix: str) -> AsyncIterator[Path]:
-    """A new data directory under the temp dir for one bench or soak run, locked, removed after it.
-
-    A killed run removed nothing, so its directory is still there with its servers running:
-    directories of earlier runs whose lock is free are cleared first, servers and all.
-    """
-    await asyncio.to_thread(_clear_killed_runs, prefix)
-    directory = Path(tempfile.mkdtemp(prefix=prefix))
-    lock = DataDirLock(directory)
-    lock.acquire()
-    try:
-        yield directory
-    finally:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
-        lock.release()
-
-
-@asynccontextmanager
-async def fresh_data_dir(directory: Path) -> AsyncIterator[Path]:
-    """``directory`` emptied for a run that starts from nothing (the demo), and locked.
-
-    Locked before emptying, since removing the directory from under a live run would take its
-    lock file with it; and a killed run's servers are stopped, since nothing would record them.
-    """
-    lock = DataDirLock(directory)
-    lock.acquire()
-    try:
-        if lock.first:
-            await asyncio.to_thread(stop_leftovers, directory)
-        await asyncio.to_thread(_empty, directory)
-        yield directory
-    finally:
-        lock.release()
-
-
-def _empty(directory: Path) -> None:
-    for entry in directory.iterdir():
-        if entry.name == LOCK_FILE:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
-def _clear_killed_runs(prefix: str) -> None:
-    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
-        lock = DataDirLock(old)
-        if not old.is_dir() or not lock.try_acquire():
-            continue  # a run still going
-        try:
-            stop_leftovers(old)
-            shutil.rmtree(old, ignore_errors=True)
-        except LeftoverError as error:
-            log.warning("left %s in place: %s", old, error)
-        finally:
-            lock.release()
 
 
 @dataclass
@@ -140,6 +68,15 @@ class Stack:
         if self.api_token:
             rows.append(("API token", f"{self.api_token} (all scopes; set MARGIN_CALL_API_TOKENS to choose)"))
         return "\n".join(f"  {name:<11} {value}" for name, value in rows)
+
+
+async def migrated(pool: asyncpg.Pool) -> list[str]:
+    """The ledger's schema brought up to date; the migrations applied now, logged."""
+    async with pool.acquire() as conn:
+        applied = await migrate(conn)
+    if applied:
+        log.info("migrations applied: %s", ", ".join(applied))
+    return applied
 
 
 @asynccontextmanager
@@ -173,19 +110,11 @@ async def embedded_stack(
             ports.append(("0.0.0.0", settings.metrics_port, "metrics (MARGIN_CALL_METRICS_PORT)"))
         ensure_ports_free(ports)
 
-        # PostgreSQL
-        if settings.database_url:
-            database_url = settings.database_url
-        else:
-            postgres = EmbeddedPostgres(settings.data_dir / POSTGRES_DIR)
-            database_url = await postgres.start()
-            stack.push_async_callback(postgres.stop)
-        pool = await create_pool(database_url, max_size=10)
+        # PostgreSQL, and the process's one pool: the worker, the monitor and the API share it.
+        database = await stack.enter_async_context(ledger_database(settings.database_url, settings.data_dir))
+        pool = await create_pool(database.url, max_size=20)
         stack.push_async_callback(pool.close)
-        async with pool.acquire() as conn:
-            applied = await migrate(conn)
-        if applied:
-            log.info("migrations applied: %s", ", ".join(applied))
+        await migrated(pool)
 
         # Temporal
         runtime = metrics_runtime(settings.metrics_port)
@@ -212,7 +141,7 @@ async def embedded_stack(
         await stack.enter_async_context(
             running_worker(
                 client,
-                database_url,
+                pool,
                 notifier_url,
                 settings.webhook_secret,
                 max_concurrent_activities=settings.max_concurrent_activities,
@@ -244,5 +173,5 @@ async def embedded_stack(
             await stack.enter_async_context(serving(app, api_port))
             api_url = f"http://127.0.0.1:{api_port}"
         yield Stack(
-            client, pool, database_url, address, web_ui, notifier_url, receiver, monitor, api_url, api_token
+            client, pool, database.url, address, web_ui, notifier_url, receiver, monitor, api_url, api_token
         )

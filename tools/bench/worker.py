@@ -1,8 +1,8 @@
 """The benchmark's worker: its own process, as ``margin-call worker`` runs in production.
 
-    python -m tools.bench_worker --address HOST:PORT --database-url URL --notifier-url URL
+    python -m tools.bench.worker --address HOST:PORT --database-url URL --notifier-url URL
 
-The same ``running_worker`` as the product's worker as the product's worker, plus the ceiling
+The same ``running_worker`` as the product's worker, plus the ceiling
 workflow, so the ceiling and the cases are measured on the same worker. Kept
 out of the driver's process so that the driver and the webhook receiver do not
 share its interpreter lock. Runs until SIGTERM.
@@ -15,7 +15,7 @@ import asyncio
 import os
 from collections.abc import Callable
 
-from tools.bench_ceiling import CeilingWorkflow, ceiling_activity
+from tools.bench.ceiling import CeilingWorkflow, ceiling_activity
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.worker import running_worker, stop_on_signals
 from workflows.client import connect

