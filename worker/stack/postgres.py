@@ -6,10 +6,12 @@ data under the data directory, so that nothing needs installing. ``pg_ctl``
 daemonizes it, so it outlives a ``kill -9`` of whoever started it; the next
 start stops such a leftover (see ``worker.stack.leftovers``).
 
-``start_database`` is the one place that chooses between the two: ``up``, the
-CLI's commands and the tests all go through it. The bench, the soak and the
-fault tests always run an embedded server (see ``worker.stack.servers``): they
-restart it, and make scratch databases beside the ledger.
+``start_database`` is the one place that chooses between the two; whatever may
+be pointed at a production server (``up`` and the demo, the commands beside
+them, the tests, the scan bench) goes through it, or through ``ledger_database``
+and ``ledger_pool`` on top of it. The bench, the soak and the fault tests always
+run an embedded server (see ``worker.stack.servers``): they restart it, and make
+scratch databases beside the ledger.
 """
 
 from __future__ import annotations
