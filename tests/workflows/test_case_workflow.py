@@ -233,7 +233,10 @@ async def test_refused_deposit_leaves_no_trace_in_history(stack: CaseStack) -> N
         ({"deposit_id": "x5", "amount": 10.5, "currency": "USDT"}, "decimal string"),
         ({"deposit_id": "x6", "currency": "USDT"}, "amount"),
         # Credited to another account: that account's case counts it, never this one.
-        ({"account_id": "someone-else", "deposit_id": "x7", "amount": "10", "currency": "USDT"}, "account_id"),
+        (
+            {"account_id": "someone-else", "deposit_id": "x7", "amount": "10", "currency": "USDT"},
+            "account_id",
+        ),
         ({"account_id": None, "deposit_id": "x8", "amount": "10", "currency": "USDT"}, "account_id"),
     ]
     for payload, words in bad_inputs:
