@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.database import create_pool, resolve_database_url
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from tests.helpers import TEST_POLICIES, CaseStack, database_url, failed_workflow_tasks, free_port
 from worker.config import DEV_WEBHOOK_SECRET, temporal_cli
 from worker.receiver import Behaviour, WebhookReceiver
@@ -86,7 +86,7 @@ async def pool(ledger_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest_asyncio.fixture(loop_scope="session")
 async def venue(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Pool]:
     """The small exchange listed on a fresh ledger; the ledger must balance afterwards."""
-    from activities.audit import check_invariants
+    from activities.ledger.audit import check_invariants
     from worker.market import list_venue
 
     async with pool.acquire() as conn:
@@ -183,7 +183,7 @@ async def case_worker(
 @pytest_asyncio.fixture(loop_scope="session")
 async def stack(case_worker: CaseStack) -> AsyncIterator[CaseStack]:
     """The case stack with a well-behaved receiver; the ledger must balance afterwards."""
-    from activities.audit import check_invariants
+    from activities.ledger.audit import check_invariants
 
     case_worker.receiver.behaviour = Behaviour()
     yield case_worker

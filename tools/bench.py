@@ -32,7 +32,7 @@ from temporalio.client import Client
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.ledger import LedgerActivities, PostgresDeposits
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from tools.bench_ceiling import CeilingWorkflow
 from tools.bench_scan import seed as seed_scan
 from worker.config import DEV_WEBHOOK_SECRET

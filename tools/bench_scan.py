@@ -18,7 +18,7 @@ import asyncpg
 
 from activities.database import create_pool, resolve_database_url
 from activities.ledger import LedgerActivities
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from worker.market import list_venue, move_market
 from workflows.contract import BreachScan
 

@@ -20,8 +20,8 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
-from activities.audit import InvariantReport, check_invariants
 from activities.database import EmbeddedPostgres
+from activities.ledger.audit import InvariantReport, check_invariants
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer
 from workflows.domain.policies import open_book

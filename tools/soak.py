@@ -27,9 +27,9 @@ import asyncpg
 
 from activities.database import EmbeddedPostgres, create_pool
 from activities.exceptions import IdempotencyConflict
-from activities.exchange import set_position
 from activities.ledger import LedgerActivities, PostgresDeposits, credit_deposit
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
+from activities.ledger.reference import set_position
 from tools.faults import FaultStack, WorkerProcess
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.devserver import TemporalDevServer

@@ -29,7 +29,7 @@ from temporalio.client import Client
 
 from activities.database import EmbeddedPostgres, create_pool, stop_leftover_postgres
 from activities.ledger import LedgerActivities
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from worker.api import create_app
 from worker.api_tokens import SCOPES
 from worker.config import Settings

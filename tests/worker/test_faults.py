@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from activities.database import EmbeddedPostgres, create_pool
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from tests.helpers import free_port
 from tools.faults import FaultStack, until
 from worker.devserver import TemporalDevServer

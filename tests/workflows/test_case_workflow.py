@@ -16,8 +16,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from activities import exchange
 from activities.ledger import PostgresDeposits, collateral_account
+from activities.ledger import reference as exchange
 from tests.helpers import (
     MARK,
     CaseStack,
