@@ -61,7 +61,7 @@ from activities.ledger._reads import (
     closed_case_state,
     settlement_currency,
 )
-from activities.ledger._snapshot import Prices, load_margin_snapshot
+from activities.ledger._snapshot import load_margin_snapshot
 from activities.ledger._stages import (
     STAGE_AFTER_COMMIT,
     STAGE_CHECKED,
@@ -101,7 +101,6 @@ __all__ = [
     "Outcome",
     "PostgresDeposits",
     "Posting",
-    "Prices",
     "account_exists",
     "balance_of",
     "case_counts",
