@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         DepositReceipt,
         Notice,
         NoticeKind,
+        RiskEscalation,
         StaffAction,
         StageRecord,
         StageRequest,
@@ -411,9 +412,23 @@ class MarginCallWorkflow:
 
     @workflow.signal(name=contract.SIGNAL_RISK_ESCALATED)
     def risk_escalated(self, submission: Submission) -> None:
-        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it."""
-        if self._state not in CLOSED_STATES:
-            self._recheck = True
+        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it.
+
+        The monitor's figures go to the timeline (what it saw, and when); the
+        case acts only on the ledger's own figures, read again now.
+        """
+        if self._state in CLOSED_STATES:
+            return
+        try:
+            seen = parse(RiskEscalation, submission)
+        except ValueError as problem:
+            workflow.logger.warning("risk escalation figures ignored: %s", problem)
+        else:
+            self._log(
+                f"risk monitor saw equity {self._fmt(seen.equity)} against maintenance "
+                f"{self._fmt(seen.maintenance_margin)}; re-reading the ledger"
+            )
+        self._recheck = True
 
     @workflow.update(name=contract.UPDATE_EXTEND_DEADLINE)
     async def extend_deadline(self, submission: Submission) -> CaseStatus:

@@ -199,6 +199,10 @@ async def test_risk_escalation_from_the_monitor_starts_liquidation(stack: CaseSt
     )
     outcome = await finish(handle, "risk_escalation")
     assert outcome.status.stages and outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
+    # What the monitor saw is on the record; the case acted on the ledger's figures.
+    assert any(
+        "risk monitor saw equity 50.00 against maintenance 198.00" in e.what for e in outcome.status.timeline
+    )
 
 
 async def test_reminders_before_the_deadline(stack: CaseStack) -> None:
