@@ -10,7 +10,8 @@ Our exception hierarchy::
     ├── UnknownCase               no case record with that id
     ├── PositionsStillOpen        bankruptcy settlement asked for before close-out
     ├── AccountAboveMaintenance   a stage asked to sell from a healthy account
-    └── PolicyRefused             a case's policy is not the operator's, or overrides it out of bounds
+    ├── PolicyRefused             a case's policy is not the operator's, or overrides it out of bounds
+    └── InvalidReferenceData      a listing, mark, account or position the books cannot hold
 
 Every ``LedgerError`` is a caller's or a bug's doing, so the activities turn it
 into a non-retryable ``ApplicationError`` whose type is the class name; database
@@ -60,6 +61,10 @@ class AccountAboveMaintenance(LedgerError):
 
 class PolicyRefused(LedgerError):
     """The case names a policy the operator's book does not have, or overrides it beyond its bounds."""
+
+
+class InvalidReferenceData(LedgerError):
+    """An asset, instrument, mark, account or position refused before it reaches the books; names the field."""
 
 
 P = ParamSpec("P")

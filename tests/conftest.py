@@ -19,8 +19,8 @@ import pytest_asyncio
 from hypothesis import settings
 from temporalio.client import Client
 
-from activities.audit import check_invariants
-from activities.migrate import migrate
+from activities.ledger.audit import check_invariants
+from activities.ledger.migrate import migrate
 from tests.helpers import TEST_POLICIES, CaseStack, failed_workflow_tasks
 from worker.config import DEV_WEBHOOK_SECRET, load_settings
 from worker.market import list_venue

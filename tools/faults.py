@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 from temporalio.client import Client
 
-from activities.audit import InvariantReport, check_invariants
+from activities.ledger.audit import InvariantReport, check_invariants
 from worker.stack import Servers, WorkerProcess, servers, start_worker_process
 
 

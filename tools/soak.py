@@ -25,10 +25,10 @@ from decimal import Decimal
 
 import asyncpg
 
-from activities.audit import InvariantReport
 from activities.exceptions import IdempotencyConflict
-from activities.exchange import set_position
 from activities.ledger import LedgerActivities, PostgresDeposits, credit_deposit
+from activities.ledger.audit import InvariantReport
+from activities.ledger.reference import set_position
 from tools.faults import FaultStack, fault_stack
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.market import LISTINGS, Trader, list_venue, move_market, onboard

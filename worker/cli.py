@@ -176,7 +176,7 @@ async def _with_database(settings: Settings) -> tuple[Any, Any]:
 
 
 async def _db_migrate(settings: Settings) -> int:
-    from activities.migrate import migrate
+    from activities.ledger.migrate import migrate
 
     pool, embedded = await _with_database(settings)
     try:

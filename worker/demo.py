@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_UP, Decimal
 
-from activities.audit import check_ledger
-from activities.ledger import PostgresDeposits
+from activities.ledger import PostgresDeposits, case_counts, cases_summary
+from activities.ledger.audit import check_ledger
 from worker.config import Settings
 from worker.market import LISTINGS, SETTLEMENT, Trader, list_venue, move_market, onboard
 from worker.stack import Stack, embedded_stack, fresh_data_dir
 from workflows.client import MarginCallClient
-from workflows.contract import CaseState, Deposit, StaffAction
+from workflows.contract import CaseState, DeadlineExtension, Deposit, StaffAction
 from workflows.domain import margin
 from workflows.domain.liquidation import LiquidationPolicy
 from workflows.domain.policies import CasePolicy
@@ -133,8 +133,6 @@ async def _play_roles(stack: Stack, started: float, done: asyncio.Event) -> None
                 _say(f"{at}  support staff: waived {persona.name} ({staff.reason})")
             elif persona.plays == "extend":
                 assert status.deadline is not None
-                from workflows.contract import DeadlineExtension
-
                 await api.extend_deadline(
                     persona.name,
                     DeadlineExtension(
@@ -173,58 +171,39 @@ async def _progress(stack: Stack, started: float, done: asyncio.Event) -> None:
 async def _all_closed(stack: Stack, expected: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        async with stack.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "SELECT count(*) AS cases, count(closed_at) AS closed FROM margin_call_cases"
-            )
-        if row["cases"] >= expected and row["cases"] == row["closed"]:
+        counts = await case_counts(stack.pool)
+        if counts.opened >= expected and counts.all_closed:
             return True
         await asyncio.sleep(1)
     return False
 
 
 async def _summary(stack: Stack) -> bool:
+    summary = await cases_summary(stack.pool, SETTLEMENT)
     async with stack.pool.acquire() as conn:
-        outcomes = await conn.fetch(
-            "SELECT state, count(*) AS n, string_agg(account_id, ', ' ORDER BY account_id) AS accounts"
-            " FROM margin_call_cases GROUP BY state ORDER BY state"
-        )
-        stages = await conn.fetchrow(
-            "SELECT count(*) AS stages, coalesce(sum((result->>'sold_notional')::numeric), 0) AS sold"
-            " FROM liquidation_stages"
-        )
-        fees = await conn.fetchval(
-            "SELECT coalesce(sum(amount), 0) FROM transfers WHERE kind = 'liquidation_fee'"
-        )
-        covered = await conn.fetchval("SELECT coalesce(sum(covered_by_fund), 0) FROM bankruptcy_settlements")
-        uncovered = await conn.fetchval("SELECT coalesce(sum(uncovered_loss), 0) FROM bankruptcy_settlements")
-        fund = await conn.fetchval(
-            "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", f"insurance_fund:{SETTLEMENT}"
-        )
         check = await check_ledger(conn)
     _say("\nCases by outcome")
-    for row in outcomes:
-        _say(f"  {row['state']:<12} {row['n']:>3}   {row['accounts']}")
+    for outcome in summary.outcomes:
+        _say(f"  {outcome.state:<12} {outcome.cases:>3}   {', '.join(outcome.accounts)}")
     notices = Counter(n["kind"] for n in stack.receiver.notices.values()) if stack.receiver else Counter()
     _say(f"\nNotices delivered (signed, verified by the receiver): {sum(notices.values())}")
     for kind, n in sorted(notices.items()):
         _say(f"  {kind:<32} {n:>3}")
-    _say(f"\nLiquidation: {stages['stages']} stages, {stages['sold']:,.2f} USDT sold")
-    _say(f"  fees to the insurance fund        {fees:>12,.2f} USDT")
-    _say(f"  insurance fund used (bankruptcy)  {covered:>12,.2f} USDT")
-    _say(f"  uncovered loss (for ADL)          {uncovered:>12,.2f} USDT")
-    _say(f"  insurance fund balance now        {fund:>12,.2f} USDT")
+    _say(f"\nLiquidation: {summary.stages} stages, {summary.sold_notional:,.2f} USDT sold")
+    _say(f"  fees to the insurance fund        {summary.liquidation_fees:>12,.2f} USDT")
+    _say(f"  insurance fund used (bankruptcy)  {summary.covered_by_insurance_fund:>12,.2f} USDT")
+    _say(f"  uncovered loss (for ADL)          {summary.uncovered_loss:>12,.2f} USDT")
+    _say(f"  insurance fund balance now        {summary.insurance_fund:>12,.2f} USDT")
     totals = ", ".join(f"{asset} {total}" for asset, total in sorted(check.totals_by_asset.items()))
     verdict = "PASS" if check.balanced else "FAIL"
     _say(
         f"\nLedger check: {verdict}: sum over all ledger accounts = {totals}; "
         f"{len(check.drifted_accounts)} balances drifted from their transfers"
     )
-    states = {row["state"] for row in outcomes}
     wanted = {"CURED", "RESTORED", "CLOSED_OUT", "BANKRUPT", "WAIVED"}
-    if not wanted <= states:
-        _say(f"missing outcomes: {', '.join(sorted(wanted - states))}")
-    return check.balanced and wanted <= states
+    if not wanted <= summary.states:
+        _say(f"missing outcomes: {', '.join(sorted(wanted - summary.states))}")
+    return check.balanced and wanted <= summary.states
 
 
 async def run_demo(settings: Settings, *, temporal_port: int = 7233, receiver_port: int = 8377) -> int:

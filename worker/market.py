@@ -11,8 +11,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from activities import exchange
-from activities.ledger import credit_deposit
+from activities.ledger import credit_deposit, reference
 from workflows.contract import Deposit
 from workflows.domain.portfolio import Tier
 
@@ -44,11 +43,11 @@ LISTINGS: dict[str, tuple[Decimal, list[Tier]]] = {
 
 async def list_venue(conn: asyncpg.Connection, insurance_fund: Decimal = Decimal("1000")) -> None:
     """Assets, instruments with their tiers and marks, and a seeded insurance fund."""
-    await exchange.add_asset(conn, SETTLEMENT, 6, Decimal(1))
+    await reference.add_asset(conn, SETTLEMENT, 6, Decimal(1))
     for instrument, (price, table) in LISTINGS.items():
-        await exchange.add_instrument(conn, instrument, SETTLEMENT, table, price)
+        await reference.add_instrument(conn, instrument, SETTLEMENT, table, price)
     if insurance_fund > 0:
-        await exchange.fund_insurance(conn, SETTLEMENT, insurance_fund, "seed:insurance_fund")
+        await reference.fund_insurance(conn, SETTLEMENT, insurance_fund, "seed:insurance_fund")
 
 
 @dataclass(frozen=True)
@@ -61,9 +60,9 @@ class Trader:
 async def onboard(pool: asyncpg.Pool, trader: Trader) -> None:
     """Open the account, credit its collateral as a deposit, record its positions."""
     async with pool.acquire() as conn:
-        await exchange.open_account(conn, trader.account_id, SETTLEMENT)
+        await reference.open_account(conn, trader.account_id, SETTLEMENT)
         for instrument, (quantity, entry) in trader.positions.items():
-            await exchange.set_position(conn, trader.account_id, instrument, quantity, entry)
+            await reference.set_position(conn, trader.account_id, instrument, quantity, entry)
     if trader.collateral > 0:
         await credit_deposit(
             pool,
@@ -78,4 +77,4 @@ async def onboard(pool: asyncpg.Pool, trader: Trader) -> None:
 
 async def move_market(conn: asyncpg.Connection, marks: dict[str, Decimal]) -> None:
     for instrument, price in marks.items():
-        await exchange.set_mark_price(conn, instrument, price)
+        await reference.set_mark_price(conn, instrument, price)

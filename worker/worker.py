@@ -26,6 +26,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.ledger import LedgerActivities
 from activities.notifier import NotifierActivities, notifier_http_client
+from worker import failpoints
 from worker.outbox import NoticeDispatcher
 from workflows import contract
 from workflows.case import MarginCallWorkflow
@@ -56,7 +57,7 @@ def build_worker(
     suite runs with it, so a non-deterministic call in workflow code still fails
     there, and the recorded histories are replayed both ways.
     """
-    ledger = LedgerActivities(pool, policies)
+    ledger = LedgerActivities(pool, policies, checkpoint=failpoints.from_environment())
     notifier = NotifierActivities(http, notifier_url, webhook_secret)
     return Worker(
         client,

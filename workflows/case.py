@@ -4,24 +4,31 @@ Deterministic orchestration only: activities are called by name (so this module
 never imports asyncpg or httpx), time is ``workflow.now()``, and every decision
 about money is taken on figures the ledger returned. Notices run beside the
 case, never in its way: a dead notifier cannot delay a deadline or a stage.
+
+The lifecycle (open, wait for money or time, liquidate in stages, close) and
+the message handlers that change it (deposits, staff actions, the status
+query) are one module on purpose: they share one state machine, and a reader
+checking that a deposit can never race a stage needs both on one page. What
+is not the lifecycle lives beside it: the wake-up timer (``timer.py``), the
+notices (``notices.py``), the words, figures and metrics (``narrative.py``),
+and the validation of messages (``domain/validation.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import decimal
 from datetime import datetime, timedelta
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contract
+    from workflows import contract, narrative
     from workflows.contract import (
         CLOSED_STATES,
         BankruptcyRequest,
@@ -37,8 +44,8 @@ with workflow.unsafe.imports_passed_through():
         Deposit,
         DepositReceipt,
         Notice,
-        NoticeDelivery,
         NoticeKind,
+        RiskEscalation,
         StaffAction,
         StageRecord,
         StageRequest,
@@ -51,10 +58,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
     from workflows.domain.portfolio import MarginSnapshot
     from workflows.domain.validation import Submission, parse
+    from workflows.notices import NoticeSender
+    from workflows.timer import WakeUpTimer
 
 ZERO = Decimal(0)
-# Enough significant digits that quantizing any figure the ledger can hold never overflows the context.
-FIGURE_PRECISION = 120
 T = TypeVar("T")
 # Since this patch a case closes without waiting for its notices (the ledger's outbox delivers them).
 NOTICES_AFTER_CLOSE = "notices-after-close"
@@ -63,19 +70,16 @@ AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEP
 # Ledger work must finish: retry until it does, except for errors the ledger
 # marks non-retryable (unknown account, idempotency conflict, ...).
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-NOTICE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["NoticeRefused"],
-)
 
 
-def _money(value: Decimal) -> str:
-    """Display only: two places and thousands separators (the figures themselves stay exact)."""
-    with decimal.localcontext() as ctx:
-        ctx.prec = FIGURE_PRECISION  # a figure of 1e26 or more must still print, not fail the task
-        return f"{value.quantize(Decimal('0.01')):,}"
+class Trigger(StrEnum):
+    """What ended the wait for a deposit."""
+
+    CURED = "cured"
+    WAIVED = "waived"
+    FORCED = "forced"
+    ESCALATED = "escalated"
+    DEADLINE = "deadline"
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
@@ -120,18 +124,12 @@ class MarginCallWorkflow:
         self._fees = ZERO
         self._fund_used = ZERO
         self._uncovered = ZERO
-        self._notices_sent = 0
-        self._notices_failed: list[str] = []
-        self._notice_tasks: list[asyncio.Task[None]] = []
-        # Notices sent and not yet settled (delivered or given up): a close hands these to the outbox.
-        self._undelivered: dict[str, Notice] = {}
+        self._notices = NoticeSender(lambda: self._input.policy.notice_delivery_window, self._log)
         self._notices_owed: list[str] = []
         self._notices_after_close = True
-        self._events = 0
+        self._staff_actions = 0
         self._timeline: list[TimelineEntry] = []
-        self._alarm: asyncio.Task[None] | None = None
-        self._alarm_at: datetime | None = None
-        self._alarm_rang = False
+        self._timer = WakeUpTimer()
 
     # --- the case ---------------------------------------------------------------
 
@@ -142,7 +140,9 @@ class MarginCallWorkflow:
         self._notices_after_close = workflow.patched(NOTICES_AFTER_CLOSE)
         if self._input_problem is not None:
             raise ApplicationError(
-                f"invalid case input: {self._input_problem}", type="CaseNotOpened", non_retryable=True
+                f"invalid case input: {self._input_problem}",
+                type=contract.CASE_NOT_OPENED,
+                non_retryable=True,
             )
         case = self._input
         if workflow.info().typed_search_attributes.get(contract.MARGIN_CALL_STATE) is None:
@@ -162,11 +162,11 @@ class MarginCallWorkflow:
         except ActivityError as error:
             raise ApplicationError(
                 f"cannot open a case for {case.account_id}: {error.cause or error}",
-                type="CaseNotOpened",
+                type=contract.CASE_NOT_OPENED,
                 non_retryable=True,
             ) from error
         self._observe(snapshot)
-        workflow.metric_meter().create_counter("margin_call_cases_opened", "margin call cases opened").add(1)
+        narrative.case_opened()
         self._log(
             f"opened: equity {self._fmt(snapshot.figures.equity)}, "
             f"maintenance {self._fmt(snapshot.figures.maintenance_margin)}"
@@ -182,16 +182,16 @@ class MarginCallWorkflow:
         self._set_state(CaseState.AWAITING_DEPOSIT)
 
         trigger = await self._await_deposit_or_deadline()
-        if trigger == "cured":
+        if trigger == Trigger.CURED:
             return await self._close(CaseState.CURED, "account back above maintenance")
-        if trigger == "waived":
+        if trigger == Trigger.WAIVED:
             assert self._waived is not None
             return await self._close(
                 CaseState.WAIVED, f"waived by {self._waived.operator}: {self._waived.reason}"
             )
         return await self._liquidate(trigger)
 
-    async def _await_deposit_or_deadline(self) -> str:
+    async def _await_deposit_or_deadline(self) -> Trigger:
         """Wait for money, time, risk or staff; returns what ended the wait."""
         policy = self._input.policy
         while True:
@@ -199,21 +199,21 @@ class MarginCallWorkflow:
                 self._recheck = False
                 await self._reread("Re-read the account after a deposit or a market move")
             if self._snapshot is not None and not self._snapshot.in_breach:
-                return "cured"
+                return Trigger.CURED
             if self._waived is not None:
-                return "waived"
+                return Trigger.WAIVED
             if self._forced is not None:
-                return "forced"
+                return Trigger.FORCED
             if self._escalated or self._past_hard_threshold():
-                return "escalated"
+                return Trigger.ESCALATED
             assert self._deadline is not None
             now = workflow.now()
             if now >= self._deadline:
                 # The ledger decides: a deposit that arrived without a message still counts.
                 await self._reread("Re-read the account at the deadline")
                 if self._snapshot is not None and not self._snapshot.in_breach:
-                    return "cured"
-                return "deadline"
+                    return Trigger.CURED
+                return Trigger.DEADLINE
             due = sorted(
                 self._deadline - before
                 for before in policy.reminders_before_deadline
@@ -229,37 +229,18 @@ class MarginCallWorkflow:
                     )
                 continue
             wake_at = min([self._deadline, *due])
-            self._set_alarm(wake_at, "deposit deadline" if wake_at == self._deadline else "next reminder")
-            await workflow.wait_condition(lambda: self._needs_attention() or self._alarm_rang)
+            self._timer.set(wake_at, "deposit deadline" if wake_at == self._deadline else "next reminder")
+            await workflow.wait_condition(lambda: self._needs_attention() or self._timer.rang)
 
     def _needs_attention(self) -> bool:
         return self._recheck or self._escalated or self._forced is not None or self._waived is not None
 
-    def _set_alarm(self, at: datetime | None, label: str) -> None:
-        """One timer for the next deadline or reminder, kept across wake-ups.
-
-        A deposit that does not cure wakes the case without touching the timer,
-        so history gains no cancelled-and-restarted timers; only a new deadline
-        (an extension) or a fired timer replaces it.
-        """
-        if at == self._alarm_at and not self._alarm_rang:
-            return
-        if self._alarm is not None and not self._alarm.done():
-            self._alarm.cancel()
-        self._alarm_at, self._alarm_rang, self._alarm = at, False, None
-        if at is not None:
-            self._alarm = asyncio.create_task(self._ring_at(at, label))
-
-    async def _ring_at(self, at: datetime, label: str) -> None:
-        await workflow.sleep(max(at - workflow.now(), timedelta(milliseconds=1)), summary=label)
-        self._alarm_rang = True
-
-    async def _liquidate(self, trigger: str) -> CaseOutcome:
+    async def _liquidate(self, trigger: Trigger) -> CaseOutcome:
         policy = self._input.policy
-        self._set_alarm(None, "")
+        self._timer.set(None, "")
         self._set_state(CaseState.LIQUIDATING)
         self._log(f"liquidation starts ({trigger})")
-        if trigger != "deadline":
+        if trigger != Trigger.DEADLINE:
             await self._reread("Re-read the account before liquidating")
         while True:
             if self._recheck:
@@ -293,7 +274,7 @@ class MarginCallWorkflow:
             except ActivityError as error:
                 if not (
                     isinstance(error.cause, ApplicationError)
-                    and error.cause.type == "AccountAboveMaintenance"
+                    and error.cause.type == contract.ACCOUNT_ABOVE_MAINTENANCE
                 ):
                     raise
                 # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
@@ -348,9 +329,7 @@ class MarginCallWorkflow:
         # a closed workflow's timers go without a history event, a cancel costs one.
         self._closed_at = workflow.now()
         self._set_state(state)
-        workflow.metric_meter().create_counter(
-            "margin_call_cases_closed", "margin call cases closed, by outcome"
-        ).add(1, {"outcome": state.value})
+        narrative.case_closed(state)
         self._log(f"closed {state.value}: {why}")
         message = f"Margin call closed: {state.value} ({why})."
         if self._notices_after_close:
@@ -358,7 +337,7 @@ class MarginCallWorkflow:
             # case at once; what it still owes the trader (the close notice and
             # any notice still retrying) goes to the ledger's outbox with the
             # case record, and the dispatcher delivers it.
-            owed = list(self._undelivered.values())
+            owed = self._notices.owed()
             if notify:
                 owed.append(self._notice(NoticeKind.CLOSED, "closed", message))
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -373,7 +352,7 @@ class MarginCallWorkflow:
             # Histories recorded before the outbox waited here for every notice.
             if notify:
                 self._notify(NoticeKind.CLOSED, "closed", message)
-            await asyncio.gather(*self._notice_tasks)
+            await self._notices.all_settled()
             await workflow.wait_condition(workflow.all_handlers_finished)
             closing = CaseClosing(status=self.status())
         status = closing.status
@@ -423,8 +402,9 @@ class MarginCallWorkflow:
     def _validate_deposit(self, submission: Submission) -> None:
         deposit = self._parse_deposit(submission)
         if self._state in CLOSED_STATES:
-            raise ValueError(
-                f"case is closed ({self._state.value}); the deposit stays credited to the account"
+            raise ApplicationError(
+                f"case is closed ({self._state.value}); the deposit stays credited to the account",
+                type=contract.CASE_CLOSED,
             )
         problem = self._deposit_problem(deposit)
         if problem is not None:
@@ -432,9 +412,23 @@ class MarginCallWorkflow:
 
     @workflow.signal(name=contract.SIGNAL_RISK_ESCALATED)
     def risk_escalated(self, submission: Submission) -> None:
-        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it."""
-        if self._state not in CLOSED_STATES:
-            self._recheck = True
+        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it.
+
+        The monitor's figures go to the timeline (what it saw, and when); the
+        case acts only on the ledger's own figures, read again now.
+        """
+        if self._state in CLOSED_STATES:
+            return
+        try:
+            seen = parse(RiskEscalation, submission)
+        except ValueError as problem:
+            workflow.logger.warning("risk escalation figures ignored: %s", problem)
+        else:
+            self._log(
+                f"risk monitor saw equity {self._fmt(seen.equity)} against maintenance "
+                f"{self._fmt(seen.maintenance_margin)}; re-reading the ledger"
+            )
+        self._recheck = True
 
     @workflow.update(name=contract.UPDATE_EXTEND_DEADLINE)
     async def extend_deadline(self, submission: Submission) -> CaseStatus:
@@ -517,8 +511,8 @@ class MarginCallWorkflow:
             fees_to_insurance_fund=self._fees,
             insurance_fund_used=self._fund_used,
             uncovered_loss=self._uncovered,
-            notices_sent=self._notices_sent,
-            notices_failed=list(self._notices_failed),
+            notices_sent=self._notices.sent,
+            notices_failed=list(self._notices.failed),
             notices_owed=list(self._notices_owed),
             timeline=list(self._timeline),
             closed_at=self._closed_at,
@@ -547,9 +541,7 @@ class MarginCallWorkflow:
         if deposit.deposit_id in self._deposits:
             return False
         self._deposits.append(deposit.deposit_id)
-        workflow.metric_meter().create_counter(
-            "margin_call_deposits_counted", "deposits counted by open cases"
-        ).add(1)
+        narrative.deposit_counted()
         self._log(f"deposit {deposit.deposit_id} of {deposit.amount} {deposit.currency} reported")
         self._recheck = True
         return True
@@ -575,12 +567,7 @@ class MarginCallWorkflow:
         return figures.equity < figures.maintenance_margin * self._input.policy.hard_threshold
 
     def _deposit_needed(self) -> Decimal | None:
-        if self._snapshot is None:
-            return None
-        shortfall = self._snapshot.figures.shortfall
-        with decimal.localcontext() as ctx:
-            ctx.prec = FIGURE_PRECISION
-            return shortfall.quantize(Decimal(1).scaleb(-self._snapshot.places), rounding=ROUND_UP)
+        return narrative.deposit_needed(self._snapshot)
 
     def _record_stage(self, result: StageResult) -> None:
         after = result.snapshot_after
@@ -596,18 +583,8 @@ class MarginCallWorkflow:
             )
         )
         self._fees += result.fee
-        meter = workflow.metric_meter()
-        meter.create_histogram_float(
-            "margin_call_liquidation_notional", "notional sold per liquidation stage", "USD"
-        ).record(float(result.sold_notional))
-        meter.create_histogram_float(
-            "margin_call_insurance_fund_fees", "liquidation fee to the insurance fund per stage", "USD"
-        ).record(float(result.fee))
-        sold = ", ".join(
-            f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
-            f"at {self._fmt(f.fill_price)}"
-            for f in result.fills
-        )
+        narrative.stage_booked(result)
+        sold = narrative.describe_fills(result.fills)
         self._log(
             f"stage {result.stage} {sold or 'sold nothing'}, fee {self._fmt(result.fee)} to the insurance fund"
         )
@@ -646,11 +623,11 @@ class MarginCallWorkflow:
         )  # fmt: skip
 
     async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
-        self._events += 1
+        self._staff_actions += 1
         self._log(f"{what} by {action.operator}: {action.reason}")
         self._notify(
             NoticeKind.STAFF_ACTION,
-            f"staff:{self._events}",
+            f"staff:{self._staff_actions}",
             f"{what} by support staff: {action.reason}",
             operator=action.operator,
             reason=action.reason,
@@ -659,7 +636,7 @@ class MarginCallWorkflow:
             contract.ACTIVITY_RECORD_CASE_EVENT,
             CaseEvent(
                 case_id=self._case_id,
-                event_id=f"{kind}:{self._events}",
+                event_id=f"{kind}:{self._staff_actions}",
                 kind=kind,
                 operator=action.operator,
                 reason=action.reason,
@@ -680,45 +657,25 @@ class MarginCallWorkflow:
         Search attributes are upserted only when state, stage or deadline move
         (each upsert is a history event); the shortfall rides along then.
         """
-        shortfall = float(self._snapshot.figures.shortfall) if self._snapshot else 0.0
-        updates: list[SearchAttributeUpdate[Any]] = [
-            contract.MARGIN_CALL_STATE.value_set(self._state.value),
-            contract.ACCOUNT_ID.value_set(self._input.account_id),
-            contract.MARGIN_SHORTFALL.value_set(shortfall),
-            contract.LIQUIDATION_STAGE.value_set(len(self._stages)),
-        ]
-        if self._deadline is not None:
-            updates.append(contract.DEPOSIT_DEADLINE.value_set(self._deadline))
+        updates = narrative.search_updates(
+            self._state, self._input.account_id, self._snapshot, len(self._stages), self._deadline
+        )
         current = workflow.info().typed_search_attributes
         if search and any(current.get(u.key) != u.value for u in updates):
             workflow.upsert_search_attributes(updates)
-        lines = [f"**{self._state.value}** · account `{self._input.account_id}` · case `{self._case_id}`"]
-        if self._snapshot is not None:
-            f = self._snapshot.figures
-            lines.append(
-                f"equity {self._fmt(f.equity)} · maintenance {self._fmt(f.maintenance_margin)} · "
-                f"shortfall {self._fmt(f.shortfall)} {self._snapshot.currency}"
+        workflow.set_current_details(
+            narrative.details(
+                self._state, self._input.account_id, self._case_id, self._snapshot,
+                self._deadline if self._state in AWAITING else None, len(self._stages), self._fees,
             )
-        if self._deadline is not None and self._state in AWAITING:
-            lines.append(f"deposit deadline {self._deadline.isoformat()}")
-        if self._stages:
-            lines.append(f"{len(self._stages)} stage(s), fees {self._fmt(self._fees)} to the insurance fund")
-        workflow.set_current_details("\n\n".join(lines))
+        )  # fmt: skip
 
     def _call_message(self) -> str:
-        needed = self._deposit_needed()
-        currency = self._snapshot.currency if self._snapshot else ""
-        deadline = self._deadline.isoformat() if self._deadline else "now"
-        return (
-            f"Margin call on account {self._input.account_id}: deposit at least {needed} {currency} "
-            f"by {deadline} or positions will be liquidated in stages."
-        )
+        return narrative.call_message(self._input.account_id, self._snapshot, self._deadline)
 
     def _notify(self, kind: NoticeKind, suffix: str, message: str, **details: Any) -> None:
         """Send a notice beside the case: retried within its window, never awaited by the case."""
-        notice = self._notice(kind, suffix, message, **details)
-        self._undelivered[notice.notice_id] = notice
-        self._notice_tasks.append(asyncio.create_task(self._deliver(notice)))
+        self._notices.send(self._notice(kind, suffix, message, **details))
 
     def _notice(
         self,
@@ -730,63 +687,14 @@ class MarginCallWorkflow:
         operator: str | None = None,
         reason: str | None = None,
     ) -> Notice:
-        figures = self._snapshot.figures if self._snapshot else None
-        return Notice(
-            notice_id=f"{self._case_id}:{suffix}",
-            kind=kind,
-            case_id=self._case_id,
-            account_id=self._input.account_id,
-            state=self._state,
-            occurred_at=workflow.now(),
-            message=message,
-            deadline=self._deadline,
-            currency=self._snapshot.currency if self._snapshot else None,
-            equity=figures.equity if figures else None,
-            maintenance_margin=figures.maintenance_margin if figures else None,
-            shortfall=figures.shortfall if figures else None,
-            deposit_needed=self._deposit_needed(),
-            stage=stage.stage if stage else None,
-            fills=stage.fills if stage else [],
-            fee=stage.fee if stage else None,
-            operator=operator,
+        return narrative.notice(
+            kind, f"{self._case_id}:{suffix}", message, case_id=self._case_id, account_id=self._input.account_id,
+            state=self._state, snapshot=self._snapshot, deadline=self._deadline, stage=stage, operator=operator,
             reason=reason,
-        )
-
-    async def _deliver(self, notice: Notice) -> None:
-        try:
-            await self._attempt(notice)
-        finally:
-            self._undelivered.pop(notice.notice_id, None)
-
-    async def _attempt(self, notice: Notice) -> None:
-        try:
-            delivery = await workflow.execute_activity(
-                contract.ACTIVITY_DELIVER_NOTICE,
-                notice,
-                result_type=NoticeDelivery,
-                schedule_to_close_timeout=self._input.policy.notice_delivery_window,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=NOTICE_RETRY,
-                summary=f"Notify the trader: {notice.kind.value}",
-            )
-        except ActivityError as error:
-            self._notice_failed(notice)
-            self._log(f"notice {notice.kind.value} undelivered: {error.cause or error}")
-            return
-        if delivery.delivered:
-            self._notices_sent += 1
-        else:
-            self._notice_failed(notice)
-            self._log(f"notice {notice.kind.value} undelivered: {delivery.detail}")
-
-    def _notice_failed(self, notice: Notice) -> None:
-        self._notices_failed.append(notice.notice_id)
-        workflow.metric_meter().create_counter(
-            "margin_call_notices_failed", "notices that could not be delivered in their window"
-        ).add(1, {"kind": notice.kind.value})
+        )  # fmt: skip
 
     def _log(self, what: str) -> None:
         self._timeline.append(TimelineEntry(at=workflow.now(), what=what))
 
     def _fmt(self, value: Decimal) -> str:
-        return _money(value)
+        return narrative.money(value)

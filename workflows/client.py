@@ -27,7 +27,7 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
@@ -163,7 +163,7 @@ class MarginCallClient:
                 return DepositReport(booking=booking, receipt=None, case_open=False)
             raise
         except WorkflowUpdateFailedError as error:
-            if "case is closed" in str(error.cause):
+            if isinstance(error.cause, ApplicationError) and error.cause.type == contract.CASE_CLOSED:
                 return DepositReport(booking=booking, receipt=None, case_open=False)
             raise
 

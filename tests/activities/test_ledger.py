@@ -9,10 +9,10 @@ import asyncpg
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.audit import check_ledger
 from activities.exceptions import IdempotencyConflict
 from activities.ledger import LedgerActivities, collateral_account, credit_deposit, post_transfer
-from activities.migrate import migrate
+from activities.ledger.audit import check_ledger
+from activities.ledger.migrate import migrate
 from tests.helpers import balance, open_case
 from worker.market import Trader, move_market, onboard
 from workflows.contract import BankruptcyRequest, BreachScan, Deposit, StageRequest

@@ -13,13 +13,14 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from activities import exchange, failpoints
 from activities.ledger import (
+    STAGE_CHECKED,
     LedgerActivities,
     collateral_account,
     credit_deposit,
     ensure_collateral_account,
     post_transfer,
+    reference,
     system_account,
 )
 from tests.helpers import balance, open_case
@@ -44,7 +45,7 @@ def close_plan(account: str, instrument: str, quantity: str, side: str = "sell")
 async def give_btc(pool: asyncpg.Pool, account: str, amount: Decimal) -> None:
     """Non-settlement collateral: BTC at 50,000 with a 10 % haircut."""
     async with pool.acquire() as conn:
-        await exchange.add_asset(conn, "BTC", 8, D("50000"), D("0.1"))
+        await reference.add_asset(conn, "BTC", 8, D("50000"), D("0.1"))
         held = await ensure_collateral_account(conn, account, "BTC")
         await post_transfer(
             conn,
@@ -125,20 +126,21 @@ async def test_bankruptcy_deficit_never_rounds_in_the_traders_favour(venue: asyn
 
 async def test_a_stage_fills_at_the_mark_it_checked_the_breach_at(venue: asyncpg.Pool) -> None:
     """Issue item 2: a mark written between the breach check and the fills does not change the fill."""
-    ledger = LedgerActivities(venue)
+
+    async def market_recovers(checkpoint: str) -> None:
+        if checkpoint == STAGE_CHECKED:
+            async with venue.acquire() as other:
+                await move_market(other, {"BTCUSDT": D("60000")})
+
+    ledger = LedgerActivities(venue, checkpoint=market_recovers)
     await onboard(venue, Trader("racer", D("1000"), {"BTCUSDT": (D("0.1"), D("50000"))}))
     async with venue.acquire() as conn:
         await move_market(conn, {"BTCUSDT": D("40100")})  # equity 10 < maintenance 16.04
     await open_case(ledger, "racer", "case-racer")
 
-    async def market_recovers() -> None:
-        async with venue.acquire() as other:
-            await move_market(other, {"BTCUSDT": D("60000")})
-
-    with failpoints.hooked("stage.checked", market_recovers):
-        result = await ledger.execute_liquidation_stage(
-            StageRequest(case_id="case-racer", stage=1, plan=close_plan("racer", "BTCUSDT", "0.05"))
-        )
+    result = await ledger.execute_liquidation_stage(
+        StageRequest(case_id="case-racer", stage=1, plan=close_plan("racer", "BTCUSDT", "0.05"))
+    )
     [fill] = result.fills
     assert fill.mark_price == D("40100") and fill.fill_price == D("40100")
     assert fill.realised_pnl == D("-495")  # 0.05 * (40,100 - 50,000)
@@ -169,16 +171,16 @@ async def test_an_asset_outside_the_well_known_table_settles_with_the_ledgers_de
     """Issue item 6: a DAI account (18 decimals in ``assets``) is credited, liquidated and settled."""
     ledger = LedgerActivities(pool)
     async with pool.acquire() as conn:
-        await exchange.add_asset(conn, "DAI", 18, D(1))
-        await exchange.add_instrument(
+        await reference.add_asset(conn, "DAI", 18, D(1))
+        await reference.add_instrument(
             conn,
             "BTCDAI",
             "DAI",
             tiers(("0", "0.004", "0.008")),
             D("50000"),
         )
-        await exchange.open_account(conn, "dai-trader", "DAI")
-        await exchange.set_position(conn, "dai-trader", "BTCDAI", D("0.1"), D("50000"))
+        await reference.open_account(conn, "dai-trader", "DAI")
+        await reference.set_position(conn, "dai-trader", "BTCDAI", D("0.1"), D("50000"))
     booking = await credit_deposit(
         pool,
         Deposit(
@@ -209,8 +211,8 @@ async def test_collateral_is_converted_at_its_price_in_the_settlement_currency(v
     """Review finding: an asset's price is in the unit of account; the settlement currency has its own."""
     ledger = LedgerActivities(venue)
     async with venue.acquire() as conn:
-        await exchange.add_asset(conn, "EUR", 2, D("1.25"))
-        await exchange.open_account(conn, "euro", "EUR")
+        await reference.add_asset(conn, "EUR", 2, D("1.25"))
+        await reference.open_account(conn, "euro", "EUR")
         held = await ensure_collateral_account(conn, "euro", "EUR")
         await post_transfer(conn, "euro-loss", held, "market:EUR", "EUR", D("1000"), "realised_pnl")
     await give_btc(venue, "euro", D("0.1"))
@@ -264,7 +266,7 @@ async def test_the_fee_on_a_sale_of_several_assets_does_not_depend_on_their_orde
     await onboard(venue, Trader("two-assets", D("100"), {"BTCUSDT": (D("1"), D("50000"))}))
     await give_btc(venue, "two-assets", D("0.05"))  # 2,500
     async with venue.acquire() as conn:
-        await exchange.add_asset(conn, "ETH", 8, D("3000"), D("0.5"))  # counts 1,500 in equity
+        await reference.add_asset(conn, "ETH", 8, D("3000"), D("0.5"))  # counts 1,500 in equity
         held = await ensure_collateral_account(conn, "two-assets", "ETH")
         await post_transfer(
             conn, "eth:two-assets", "external:ETH", held, "ETH", D("1"), "collateral_transfer"

@@ -137,7 +137,9 @@ async def test_client_api_models_refuse(
     target: Target, label: str, field: str, changes: dict[str, Any], words: str
 ) -> None:
     if label in NEEDS_THE_LEDGER:
-        Deposit.model_validate({"account_id": target.account, **target.payload(changes)})  # well-formed: the case and the ledger refuse it
+        Deposit.model_validate(
+            {"account_id": target.account, **target.payload(changes)}
+        )  # well-formed: the case and the ledger refuse it
         return
     with pytest.raises(ValidationError) as refused:
         Deposit.model_validate({"account_id": target.account, **target.payload(changes)})

@@ -16,8 +16,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
-from activities import exchange
 from activities.ledger import PostgresDeposits, collateral_account
+from activities.ledger import reference as exchange
 from tests.helpers import (
     MARK,
     CaseStack,
@@ -199,6 +199,10 @@ async def test_risk_escalation_from_the_monitor_starts_liquidation(stack: CaseSt
     )
     outcome = await finish(handle, "risk_escalation")
     assert outcome.status.stages and outcome.status.stages[0].executed_at < outcome.status.deadline  # type: ignore[operator]
+    # What the monitor saw is on the record; the case acted on the ledger's figures.
+    assert any(
+        "risk monitor saw equity 50.00 against maintenance 198.00" in e.what for e in outcome.status.timeline
+    )
 
 
 async def test_reminders_before_the_deadline(stack: CaseStack) -> None:
@@ -233,7 +237,10 @@ async def test_refused_deposit_leaves_no_trace_in_history(stack: CaseStack) -> N
         ({"deposit_id": "x5", "amount": 10.5, "currency": "USDT"}, "decimal string"),
         ({"deposit_id": "x6", "currency": "USDT"}, "amount"),
         # Credited to another account: that account's case counts it, never this one.
-        ({"account_id": "someone-else", "deposit_id": "x7", "amount": "10", "currency": "USDT"}, "account_id"),
+        (
+            {"account_id": "someone-else", "deposit_id": "x7", "amount": "10", "currency": "USDT"},
+            "account_id",
+        ),
         ({"account_id": None, "deposit_id": "x8", "amount": "10", "currency": "USDT"}, "account_id"),
     ]
     for payload, words in bad_inputs:

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 
-from activities import exchange
 from activities.ledger import (
     LedgerActivities,
     collateral_account,
@@ -28,6 +27,7 @@ from activities.ledger import (
     ensure_collateral_account,
     post_transfer,
 )
+from activities.ledger import reference as exchange
 from tests.helpers import (
     CaseStack,
     account_with,

@@ -17,7 +17,7 @@ import asyncpg
 from temporalio.api.enums.v1 import EventType
 
 from activities.ledger import LedgerActivities, PostgresDeposits
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from tools.bench.ceiling import CeilingWorkflow
 from tools.bench.harness import CRASH, Harness, paced, pct
 from tools.bench.scan import seed as seed_scan

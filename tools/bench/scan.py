@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 
 from activities.ledger import LedgerActivities
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from worker.config import load_settings
 from worker.market import list_venue, move_market
 from worker.stack import another_database, create_pool, ledger_database

@@ -25,7 +25,7 @@ import asyncpg
 from temporalio.client import Client
 
 from activities.ledger import LedgerActivities
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from worker.api import create_app
 from worker.api_tokens import SCOPES
 from worker.config import Settings

@@ -18,7 +18,7 @@ from pathlib import Path
 import asyncpg
 from temporalio.client import Client
 
-from activities.migrate import migrate
+from activities.ledger.migrate import migrate
 from worker.stack.leftovers import free_port
 from worker.stack.postgres import POSTGRES_DIR, EmbeddedPostgres, create_pool
 from worker.stack.temporal import TEMPORAL_DATABASE, TemporalDevServer

@@ -45,6 +45,7 @@ from workflows.contract._ledger import (
     StageResult,
 )
 from workflows.contract._names import (
+    ACCOUNT_ABOVE_MAINTENANCE,
     ACCOUNT_ID,
     ACTIVITY_CLOSE_CASE,
     ACTIVITY_DELIVER_NOTICE,
@@ -53,6 +54,8 @@ from workflows.contract._names import (
     ACTIVITY_READ_ACCOUNT,
     ACTIVITY_RECORD_CASE_EVENT,
     ACTIVITY_SETTLE_BANKRUPTCY,
+    CASE_CLOSED,
+    CASE_NOT_OPENED,
     DEPOSIT_DEADLINE,
     LIQUIDATION_STAGE,
     MARGIN_CALL_STATE,
@@ -78,6 +81,7 @@ from workflows.contract._notices import (
 )
 
 __all__ = [
+    "ACCOUNT_ABOVE_MAINTENANCE",
     "ACCOUNT_ID",
     "ACTIVITY_CLOSE_CASE",
     "ACTIVITY_DELIVER_NOTICE",
@@ -86,6 +90,8 @@ __all__ = [
     "ACTIVITY_READ_ACCOUNT",
     "ACTIVITY_RECORD_CASE_EVENT",
     "ACTIVITY_SETTLE_BANKRUPTCY",
+    "CASE_CLOSED",
+    "CASE_NOT_OPENED",
     "CLOSED_STATES",
     "DEPOSIT_DEADLINE",
     "LIQUIDATION_STAGE",

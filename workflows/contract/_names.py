@@ -16,6 +16,11 @@ UPDATE_WAIVE = "waive"
 UPDATE_FORCE_LIQUIDATION = "force_liquidation"
 QUERY_STATUS = "status"
 
+# Failure types a caller matches on (never the words, which are for people).
+CASE_NOT_OPENED = "CaseNotOpened"
+CASE_CLOSED = "CaseClosed"
+ACCOUNT_ABOVE_MAINTENANCE = "AccountAboveMaintenance"
+
 # Activities the case calls, by name (the workflow never imports the activities' code).
 ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
 ACTIVITY_OPEN_CASE = "open_case"

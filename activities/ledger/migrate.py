@@ -16,7 +16,7 @@ _LOCK_KEY = 0x6D617267696E  # "margin"
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every migration shipped with the package, in order."""
-    folder = resources.files("activities") / "migrations"
+    folder = resources.files("activities.ledger") / "migrations"
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
