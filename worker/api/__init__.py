@@ -13,8 +13,10 @@ repeats what was sent nor another account's data, and never shows internals
 
 Inside: ``_app`` (the factory and health check), a module of routes per
 resource (``_cases``, ``_deposits``, ``_staff``), ``_auth`` (scopes per
-route), ``_problems`` (refusals in our words) and ``_ledger`` (the few ledger
-reads the routes make before asking a case).
+route), ``_problems`` (refusals in our words) and ``_services`` (what the
+routes work with). The ledger reads the routes make before asking a case
+(``account_exists``, ``settlement_currency``, ``closed_case_state``) are the
+ledger package's.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from worker.api._auth import Scopes
 from worker.api._cases import case_routes
 from worker.api._deposits import deposit_routes
-from worker.api._ledger import ping
 from worker.api._services import Services
 from worker.api._staff import staff_routes
 from worker.serving import BodyLimit, one_error_shape
@@ -39,7 +38,7 @@ def create_app(
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
-        await ping(pool)
+        await pool.fetchval("SELECT 1")  # the database answers (a connection check, no ledger read)
         await cases.client.count_workflows(f"WorkflowType = '{contract.WORKFLOW_TYPE}'")
         return {"status": "ok"}
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from worker.api._ledger import account_exists, closed_case_state
+from activities.ledger import account_exists, closed_case_state
 from worker.api._problems import ERRORS, no_such_account
 from worker.api._services import Services
 from worker.serving import Refused

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from activities.exceptions import CurrencyMismatch, IdempotencyConflict, InvalidAmount, UnknownAccount
-from activities.ledger import PostgresDeposits
-from worker.api._ledger import settlement_currency
+from activities.ledger import PostgresDeposits, settlement_currency
 from worker.api._problems import ERRORS, no_such_account
 from worker.api._services import Services
 from worker.serving import Refused, naming_a_field

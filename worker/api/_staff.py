@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from worker.api._ledger import account_exists
+from activities.ledger import account_exists
 from worker.api._problems import ERRORS, no_open_case, no_such_account, refused_by_the_case
 from worker.api._services import Services
 from workflows.contract import CaseStatus, DeadlineExtension, StaffAction, Waiver

@@ -33,7 +33,7 @@ async def start(
     operator's book refuses, fails moments after it starts; refused here, the
     caller gets exit 2 and a reason instead of a workflow id.
     """
-    from worker.api._ledger import account_exists
+    from activities.ledger import account_exists
 
     call_id = call_id or "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     CaseInput.model_validate({"account_id": account_id, "call_id": call_id})
