@@ -44,6 +44,7 @@ from workflows.contract import (
     DepositReceipt,
     StaffAction,
 )
+from workflows.domain.message import Message
 from workflows.domain.policies import DEFAULT_POLICY, CasePolicy
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
@@ -82,8 +83,13 @@ class DepositLedger(Protocol):
     async def credit(self, deposit: Deposit) -> DepositBooking: ...
 
 
-@dataclass(frozen=True)
-class DepositReport:
+class DepositReport(Message):
+    """What became of a reported deposit: the ledger's booking, and the case's receipt if it had one open.
+
+    ``receipt`` is None when the case was told by signal or when no case was
+    open (``case_open`` says which).
+    """
+
     booking: DepositBooking
     receipt: DepositReceipt | None
     case_open: bool

@@ -84,16 +84,18 @@ async def test_open_deposit_read_and_act_over_http(stack: CaseStack, api: httpx.
     refused = await api.post(f"/v1/cases/{account}/extend", json=extend, headers=auth("act-token-0123456789"))
     assert refused.status_code == 409 and "later than" in refused.json()["detail"]
     forced = await api.post(
-        f"/v1/cases/{account}/force-liquidation", json={"operator": "dana", "reason": "client unreachable"},
+        f"/v1/cases/{account}/force-liquidation",
+        json={"operator": "dana", "reason": "client unreachable"},
         headers=auth("act-token-0123456789"),
-    )  # fmt: skip
+    )
     assert forced.status_code == 200, forced.text
     outcome = await asyncio.wait_for(MarginCallClient(stack.client).handle(account).result(), 30)
     assert outcome.status.stages
     late_waive = await api.post(
-        f"/v1/cases/{account}/waive", json={"operator": "dana", "reason": "too late"},
+        f"/v1/cases/{account}/waive",
+        json={"operator": "dana", "reason": "too late"},
         headers=auth("act-token-0123456789"),
-    )  # fmt: skip
+    )
     assert late_waive.status_code in (404, 409)
     closed = await api.get(f"/v1/cases/{account}", headers=auth("read-token-0123456789"))
     assert closed.json()["state"] == outcome.state.value
@@ -128,10 +130,15 @@ async def test_auth_validation_and_unknown_accounts_write_nothing(
         ("post", "/v1/deposits", deposit, "deposits:write"),
         ("get", f"/v1/cases/{account}", None, "cases:read"),
         ("get", "/v1/cases", None, "cases:read"),
-        ("post", f"/v1/cases/{account}/extend", {"operator": "a", "reason": "b", "new_deadline": "2030-01-01T00:00:00Z"}, "cases:act"),
+        (
+            "post",
+            f"/v1/cases/{account}/extend",
+            {"operator": "a", "reason": "b", "new_deadline": "2030-01-01T00:00:00Z"},
+            "cases:act",
+        ),
         ("post", f"/v1/cases/{account}/waive", {"operator": "a", "reason": "b"}, "cases:act"),
         ("post", f"/v1/cases/{account}/force-liquidation", {"operator": "a", "reason": "b"}, "cases:act"),
-    ]  # fmt: skip
+    ]
     for method, path, body, scope in routes:
         missing = await api.request(method, path, json=body)
         assert missing.status_code == 401, (path, missing.text)
@@ -169,9 +176,10 @@ async def test_auth_validation_and_unknown_accounts_write_nothing(
     no_case = await api.get(f"/v1/cases/{account}", headers=auth("read-token-0123456789"))
     assert no_case.status_code == 404
     huge = await api.post(
-        "/v1/deposits", content=b"{" + b" " * 70_000 + b"}", headers={**auth("deposit-token-0123456789"),
-                                                                     "content-type": "application/json"},
-    )  # fmt: skip
+        "/v1/deposits",
+        content=b"{" + b" " * 70_000 + b"}",
+        headers={**auth("deposit-token-0123456789"), "content-type": "application/json"},
+    )
     assert huge.status_code == 413
     assert await count_rows(stack) == before
 
@@ -181,11 +189,23 @@ async def test_openapi_property_run_finds_no_server_error(stack: CaseStack, api:
     schema = await api.get("/openapi.json")
     assert schema.status_code == 200 and "/v1/deposits" in schema.json()["paths"]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", str(api.base_url).rstrip("/") + "/openapi.json",
-        "--checks", "not_a_server_error", "--max-examples", "25", "--header",
-        "Authorization: Bearer all-token-0123456789", "--generation-deterministic", "--phases", "examples,coverage,fuzzing",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        str(api.base_url).rstrip("/") + "/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        "25",
+        "--header",
+        "Authorization: Bearer all-token-0123456789",
+        "--generation-deterministic",
+        "--phases",
+        "examples,coverage,fuzzing",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(process.communicate(), 300)
     assert process.returncode == 0, out.decode()[-4000:]
     # The fuzzer may reuse account ids it read from GET /v1/cases and open real cases:
@@ -303,29 +323,63 @@ async def test_every_error_has_one_shape_naming_the_field_and_writes_nothing(
         ("post", "/v1/deposits", {"content": raw + '"-1"}', "headers": deposit}, 422, "amount"),
         ("post", "/v1/deposits", {"json": {"account_id": marker}, "headers": deposit}, 422, "account_id"),
         ("post", "/v1/deposits", {"content": raw + '"10", "x": 1}', "headers": deposit}, 422, "x"),
-        ("post", "/v1/deposits", {"content": raw.replace(account, "nobody") + '"1"}', "headers": deposit},
-         404, "account_id"),
+        (
+            "post",
+            "/v1/deposits",
+            {"content": raw.replace(account, "nobody") + '"1"}', "headers": deposit},
+            404,
+            "account_id",
+        ),
         ("post", "/v1/deposits", {"content": raw + '"1"}'}, 401, "authorization"),
         ("post", "/v1/deposits", {"content": raw + '"1"}', "headers": reader}, 403, "authorization"),
         ("post", "/v1/deposits", {"content": b" " * (MAX_BODY_BYTES + 1), "headers": deposit}, 413, "body"),
         ("delete", "/v1/deposits", {"headers": deposit}, 405, "method"),
         ("get", "/v1/nowhere", {"headers": reader}, 404, "path"),
         ("get", "/v1/cases", {"params": {"opened_since": naive}, "headers": reader}, 422, "opened_since"),
-        ("get", "/v1/cases", {"params": {"deadline_before": naive}, "headers": reader}, 422, "deadline_before"),
+        (
+            "get",
+            "/v1/cases",
+            {"params": {"deadline_before": naive}, "headers": reader},
+            422,
+            "deadline_before",
+        ),
         ("get", "/v1/cases", {"params": {"opened_since": marker}, "headers": reader}, 422, "opened_since"),
         ("get", "/v1/cases", {"params": {"limit": "0"}, "headers": reader}, 422, "limit"),
         ("get", "/v1/cases", {"params": {"state": marker}, "headers": reader}, 422, "state"),
         ("get", "/v1/cases/a%20b", {"headers": reader}, 422, "account_id"),
         ("get", f"/v1/cases/{account}", {"headers": reader}, 404, "account_id"),
-        ("post", f"/v1/cases/{account}/extend",
-         {"json": {"operator": "a", "reason": "b", "new_deadline": naive}, "headers": actor}, 422, "new_deadline"),
-        ("post", f"/v1/cases/{account}/waive", {"json": {"operator": "a", "reason": "b"}, "headers": actor},
-         404, "account_id"),
-        ("post", "/v1/margin-calls", {"json": {"account_id": account, "call_id": "a/b"},
-                                      "headers": auth("open-token-0123456789")}, 422, "call_id"),
-        ("post", "/v1/margin-calls", {"json": {"account_id": account, "call_id": "c", "overrides": {"deadline": marker}},
-                                      "headers": auth("open-token-0123456789")}, 422, "overrides.deadline"),
-    ]  # fmt: skip
+        (
+            "post",
+            f"/v1/cases/{account}/extend",
+            {"json": {"operator": "a", "reason": "b", "new_deadline": naive}, "headers": actor},
+            422,
+            "new_deadline",
+        ),
+        (
+            "post",
+            f"/v1/cases/{account}/waive",
+            {"json": {"operator": "a", "reason": "b"}, "headers": actor},
+            404,
+            "account_id",
+        ),
+        (
+            "post",
+            "/v1/margin-calls",
+            {"json": {"account_id": account, "call_id": "a/b"}, "headers": auth("open-token-0123456789")},
+            422,
+            "call_id",
+        ),
+        (
+            "post",
+            "/v1/margin-calls",
+            {
+                "json": {"account_id": account, "call_id": "c", "overrides": {"deadline": marker}},
+                "headers": auth("open-token-0123456789"),
+            },
+            422,
+            "overrides.deadline",
+        ),
+    ]
     for method, path, arguments, status, field in cases:
         response = await api.request(method, path, **arguments)
         assert_problem(response, status, field)

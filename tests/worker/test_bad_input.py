@@ -21,6 +21,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from tests.helpers import (
+    POLICIES_FILE,
+    TEST_POLICIES,
     TOKENS,
     CaseStack,
     account_with,
@@ -39,6 +41,10 @@ from worker.serving import serving
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState, CaseStatus, Deposit
+
+# ``margin-call`` reads the tests' policy book from this file (stack_env points there); run
+# alone, this file must write it as test_cli.py does.
+POLICIES_FILE.write_text(TEST_POLICIES.model_dump_json())
 
 # (label, field that is wrong, deposit payload changes, words the error must contain)
 TABLE: list[tuple[str, str, dict[str, Any], str]] = [
@@ -160,8 +166,11 @@ async def test_http_api_answers_422_and_writes_nothing(
     assert await target.written() == before
 
 
-CLI_AMOUNTS = [(label, changes["amount"], words) for label, field, changes, words in TABLE
-               if field == "amount" and isinstance(changes["amount"], str)]  # fmt: skip
+CLI_AMOUNTS = [
+    (label, changes["amount"], words)
+    for label, field, changes, words in TABLE
+    if field == "amount" and isinstance(changes["amount"], str)
+]
 
 
 @pytest.mark.parametrize(("label", "amount", "words"), CLI_AMOUNTS, ids=[c[0] for c in CLI_AMOUNTS])
@@ -200,7 +209,8 @@ async def test_wrong_currency_and_unknown_account_everywhere(target: Target) -> 
     assert response.status_code == 422 and "currency" in response.text
     code, _, err = await margin_call(stack_env(target.stack), "deposit", "no-such-account", "x-1", "10")
     assert code == 2 and "account_id" in err
-    code, _, err = await margin_call(stack_env(target.stack), "deposit", target.account, "x-2", "10",
-                                     "--currency", "USDC")  # fmt: skip
+    code, _, err = await margin_call(
+        stack_env(target.stack), "deposit", target.account, "x-2", "10", "--currency", "USDC"
+    )
     assert code == 2 and "currency" in err
     assert await target.written() == before

@@ -83,22 +83,34 @@ async def test_start_deposit_list_show_and_act_from_the_command_line(stack: Case
 
 async def test_bad_configuration_names_each_variable() -> None:
     code, _, err = await margin_call(
-        {"MARGIN_CALL_TEMPORAL_ADDRESS": "nowhere", "MARGIN_CALL_DATABASE_URL": "mysql://x",
-         "MARGIN_CALL_METRICS_PORT": "http", "MARGIN_CALL_WORKFLOW_SANDBOX": "maybe"},
-        "cases", "list",
-    )  # fmt: skip
+        {
+            "MARGIN_CALL_TEMPORAL_ADDRESS": "nowhere",
+            "MARGIN_CALL_DATABASE_URL": "mysql://x",
+            "MARGIN_CALL_METRICS_PORT": "http",
+            "MARGIN_CALL_WORKFLOW_SANDBOX": "maybe",
+        },
+        "cases",
+        "list",
+    )
     assert code == 2
-    for name in ("MARGIN_CALL_TEMPORAL_ADDRESS", "MARGIN_CALL_DATABASE_URL", "MARGIN_CALL_METRICS_PORT",
-                 "MARGIN_CALL_WORKFLOW_SANDBOX"):  # fmt: skip
+    for name in (
+        "MARGIN_CALL_TEMPORAL_ADDRESS",
+        "MARGIN_CALL_DATABASE_URL",
+        "MARGIN_CALL_METRICS_PORT",
+        "MARGIN_CALL_WORKFLOW_SANDBOX",
+    ):
         assert name in err
 
 
 async def test_worker_stops_gracefully_on_sigterm(stack: CaseStack) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker",
+        sys.executable,
+        "-m",
+        "worker",
         env={**os.environ, **stack_env(stack), "MARGIN_CALL_NOTIFIER_URL": stack.notifier_url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     assert process.stderr is not None
     lines: list[str] = []
     while not any("worker polling" in line for line in lines):
@@ -166,8 +178,11 @@ async def test_cases_list_refuses_an_unknown_state_naming_the_known_ones(stack: 
 def test_risk_takes_json_like_every_command() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "worker.cli", "risk", "--json"],
-        input=json.dumps(portfolio()), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        input=json.dumps(portfolio()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["equity"] == "500"
 
@@ -175,9 +190,12 @@ def test_risk_takes_json_like_every_command() -> None:
 def closed_reader(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str]:
     """The command with nobody reading its stdout any more, as in ``margin-call ... | head -0``."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", *args], env={**os.environ, **(env or {})},
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert process.stdout is not None
     process.stdout.close()
     _, err = process.communicate(stdin.encode(), timeout=60)

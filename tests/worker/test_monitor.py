@@ -31,8 +31,15 @@ async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:
     async with stack.pool.acquire() as conn:
         from activities.ledger import collateral_account, post_transfer
 
-        await post_transfer(conn, f"{breached}-fee", collateral_account(breached, "USDT"), "external:USDT", "USDT",
-                            D("120"), "withdrawal")  # fmt: skip
+        await post_transfer(
+            conn,
+            f"{breached}-fee",
+            collateral_account(breached, "USDT"),
+            "external:USDT",
+            "USDT",
+            D("120"),
+            "withdrawal",
+        )
     third = await monitor.tick()
     assert third.escalated >= 1
     breached_outcome = await api.handle(breached).result()

@@ -170,10 +170,14 @@ def bounded_tiers(draw: st.DrawFn) -> list[dict[str, str]]:
 def bounded_portfolios(draw: st.DrawFn) -> dict[str, Any]:
     """Portfolios within every bound of the command: each of them must be assessed."""
     collateral = [
-        {"asset": "USDT", "amount": str(draw(signed)), "price": str(draw(magnitude)),
-         "haircut": str(draw(fraction))}
+        {
+            "asset": "USDT",
+            "amount": str(draw(signed)),
+            "price": str(draw(magnitude)),
+            "haircut": str(draw(fraction)),
+        }
         for _ in range(draw(st.integers(0, 3)))
-    ]  # fmt: skip
+    ]
     positions = []
     for _ in range(draw(st.integers(0, 3))):
         entry = draw(magnitude)
@@ -192,9 +196,21 @@ def bounded_portfolios(draw: st.DrawFn) -> dict[str, Any]:
 
 # What a caller might send where a number goes: past the bounds, or no number at all.
 WILD = [
-    "1000000000000000.000000000000000001", "1e-19", "1e-50", "-1e-50", "1e16", "1E+999999",
-    "-1e999999999999999999", "NaN", "-Infinity", "", "0x10", " 7 ", "-0", "1" * 70,
-]  # fmt: skip
+    "1000000000000000.000000000000000001",
+    "1e-19",
+    "1e-50",
+    "-1e-50",
+    "1e16",
+    "1E+999999",
+    "-1e999999999999999999",
+    "NaN",
+    "-Infinity",
+    "",
+    "0x10",
+    " 7 ",
+    "-0",
+    "1" * 70,
+]
 wild = st.one_of(
     st.sampled_from(WILD),
     st.builds(lambda m, e: str(D(m).scaleb(e)), st.integers(-(10**36), 10**36), st.integers(-60, 40)),
@@ -244,8 +260,13 @@ def test_every_portfolio_within_the_bounds_is_assessed(document: dict[str, Any])
 
 
 def tiny_position(quantity: str, price: str = "50000") -> dict[str, Any]:
-    return {"instrument": "BTCUSDT", "quantity": quantity, "entry_price": price, "mark_price": price,
-            "tiers": [TIER]}  # fmt: skip
+    return {
+        "instrument": "BTCUSDT",
+        "quantity": quantity,
+        "entry_price": price,
+        "mark_price": price,
+        "tiers": [TIER],
+    }
 
 
 @pytest.mark.parametrize(
@@ -261,19 +282,31 @@ def tiny_position(quantity: str, price: str = "50000") -> dict[str, Any]:
         ),
         (portfolio(positions=[tiny_position("1e16")]), "positions.0.quantity: magnitude exceeds"),
         (portfolio(positions=[tiny_position("1", "1e999999")]), "positions.0.entry_price: magnitude exceeds"),
-        (portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "1e-30"}]),
-         "collateral.0.haircut: at most 18 decimal places"),
-        (portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "0"}] * 257),
-         "collateral: at most 256"),
+        (
+            portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "1e-30"}]),
+            "collateral.0.haircut: at most 18 decimal places",
+        ),
+        (
+            portfolio(collateral=[{"asset": "USDT", "amount": "1", "price": "1", "haircut": "0"}] * 257),
+            "collateral: at most 256",
+        ),
         (portfolio(positions=[tiny_position("1")] * 1025), "positions: at most 1024"),
         (
-            portfolio(positions=[{**tiny_position("1"), "tiers": [
-                {"notional_floor": str(i), "maintenance_rate": "0.01", "initial_rate": "0.02"} for i in range(65)
-            ]}]),
+            portfolio(
+                positions=[
+                    {
+                        **tiny_position("1"),
+                        "tiers": [
+                            {"notional_floor": str(i), "maintenance_rate": "0.01", "initial_rate": "0.02"}
+                            for i in range(65)
+                        ],
+                    }
+                ]
+            ),
             "positions.0.tiers: at most 64",
         ),
     ],
-)  # fmt: skip
+)
 def test_inputs_past_the_bounds_are_refused_naming_the_field(document: dict[str, Any], field: str) -> None:
     code, out, err = run_in_process(json.dumps(document))
     assert_figures_or_one_line(code, out, err)
@@ -321,11 +354,16 @@ def test_the_reported_inputs_through_the_real_process() -> None:
     """The four inputs that ended in tracebacks: tiny quantities and collateral, 1e15 at 1e15."""
     for document, code in [
         (portfolio(positions=[tiny_position("-1e-50")]), 2),
-        (portfolio(collateral=[{"asset": "USDT", "amount": "1e-50", "price": "1", "haircut": "0"}],
-                   positions=[tiny_position("1e15", "1")]), 2),
+        (
+            portfolio(
+                collateral=[{"asset": "USDT", "amount": "1e-50", "price": "1", "haircut": "0"}],
+                positions=[tiny_position("1e15", "1")],
+            ),
+            2,
+        ),
         (portfolio(positions=[tiny_position("1e15", "1e15")]), 0),
         (portfolio(positions=[tiny_position("-1e-18")]), 0),
-    ]:  # fmt: skip
+    ]:
         out = run_risk(json.dumps(document))
         assert_figures_or_one_line(out.returncode, out.stdout, out.stderr)
         assert out.returncode == code, out.stderr

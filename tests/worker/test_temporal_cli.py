@@ -19,9 +19,13 @@ from workflows.contract import CaseOutcome, CaseState, Deposit
 async def temporal(stack: CaseStack, *args: str) -> str:
     address = stack.client.service_client.config.target_host
     process = await asyncio.create_subprocess_exec(
-        str(temporal_cli()), *args, "--address", address,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        str(temporal_cli()),
+        *args,
+        "--address",
+        address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     return out.decode()
@@ -32,10 +36,20 @@ async def test_case_started_queried_and_cured_with_the_temporal_cli(stack: CaseS
     workflow_id = contract.workflow_id(account)
     case_input = {"account_id": account, "call_id": "cli-1", "policy": {"deadline": "PT60S"}}
     await temporal(
-        stack, "workflow", "start", "--type", contract.WORKFLOW_TYPE, "--task-queue", contract.TASK_QUEUE,
-        "--workflow-id", workflow_id, "--input", json.dumps(case_input),
-        "--search-attribute", f'AccountId="{account}"',
-    )  # fmt: skip
+        stack,
+        "workflow",
+        "start",
+        "--type",
+        contract.WORKFLOW_TYPE,
+        "--task-queue",
+        contract.TASK_QUEUE,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        json.dumps(case_input),
+        "--search-attribute",
+        f'AccountId="{account}"',
+    )
     handle = stack.client.get_workflow_handle(workflow_id, result_type=CaseOutcome)
     await wait_state(handle, CaseState.AWAITING_DEPOSIT)
 

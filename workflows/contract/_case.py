@@ -80,7 +80,9 @@ class StaffAction(Message):
 
 
 class DeadlineExtension(StaffAction):
-    new_deadline: datetime
+    # A time without a zone has no single meaning: refused here (a 422 over HTTP, an update
+    # refusal in the case), not a comparison failing in the case. Recorded histories carry aware times.
+    new_deadline: AwareDatetime
 
 
 class Waiver(StaffAction):

@@ -7,6 +7,7 @@ shared models and imports nothing but the standard library and pydantic.
 
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
@@ -76,6 +77,24 @@ def currency_decimals(currency: str, field: str = "currency") -> int:
     except KeyError:
         known = ", ".join(sorted(CURRENCY_DECIMALS))
         raise AmountError(field, f"unknown currency {currency[:16]!r} (known: {known})") from None
+
+
+# Digits a figure may have when shown: a computed figure of 1e26 or more must still print.
+DISPLAY_PRECISION = 120
+
+
+def display_money(value: Decimal | None) -> str:
+    """A figure for people: two places and thousands separators, ``-`` for none. Display only.
+
+    The figures themselves stay exact; this is how the Web UI, the notices'
+    wording and ``margin-call cases show`` print them, alike. Pure, so the
+    workflow may call it too.
+    """
+    if value is None:
+        return "-"
+    with decimal.localcontext() as context:
+        context.prec = DISPLAY_PRECISION
+        return f"{value.quantize(Decimal('0.01')):,}"
 
 
 # Finer than any real asset's unit; the ledger's own decimals narrow it where known.

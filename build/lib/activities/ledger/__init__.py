@@ -1,0 +1,126 @@
+"""The ledger: a double-entry book of every trader's collateral and the exchange's own accounts, in PostgreSQL.
+
+Import from here; the private modules behind it are its layout, not its API.
+
+Domain (pure, no SQL):
+    ``_accounts``    kinds of ledger account and transfer, how accounts are named, a posting
+    ``_pricing``     a stage's fills, PnL and fee, a bankruptcy's sales and cover, and their rounding
+
+Storage (SQL):
+    ``_store``       create ledger accounts, post a transfer, read a balance
+    ``_snapshot``    one account at its marks (``load_margin_snapshot``), the breach scan
+    ``_cases``       the case's row, audit trail, outcome, waivers and owed notices
+    ``_stages``      booking a liquidation stage (with its checkpoints)
+    ``_bankruptcy``  settling a bankrupt account
+    ``_deposits``    crediting a deposit
+    ``_reads``       what the API, CLI and demo ask of the books
+
+Adapters:
+    ``LedgerActivities``  the case workflow's activities (``_activities``)
+    ``PostgresDeposits``  the client's ``DepositLedger`` (``_deposits``)
+
+Public modules beside them: ``reference`` (the venue's reference-data writes),
+``audit`` (is the ledger in balance, do the invariants hold), ``migrate`` (the
+schema, from ``migrations/``).
+"""
+
+from __future__ import annotations
+
+from activities.ledger._accounts import (
+    COLLATERAL,
+    COLLATERAL_SALE,
+    DEPOSIT,
+    EXTERNAL,
+    INSURANCE_FUND,
+    INSURANCE_FUND_COVER,
+    INSURANCE_FUND_SEED,
+    LIQUIDATION_FEE,
+    MARKET,
+    REALISED_PNL,
+    SYSTEM_KINDS,
+    UNCOVERED_LOSS,
+    UNCOVERED_LOSS_BOOKED,
+    Posting,
+    collateral_account,
+    external_account,
+    insurance_fund_account,
+    market_account,
+    system_account,
+    uncovered_loss_account,
+)
+from activities.ledger._activities import LedgerActivities
+from activities.ledger._deposits import PostgresDeposits, credit_deposit
+from activities.ledger._pricing import DeficitCover, cover_deficit, fill_order, sell_collateral, stage_fee
+from activities.ledger._reads import (
+    CaseCounts,
+    CasesSummary,
+    Outcome,
+    account_exists,
+    case_counts,
+    cases_summary,
+    closed_case_state,
+    settlement_currency,
+)
+from activities.ledger._snapshot import load_margin_snapshot
+from activities.ledger._stages import (
+    STAGE_AFTER_COMMIT,
+    STAGE_CHECKED,
+    STAGE_IN_TRANSACTION,
+    Checkpoint,
+    no_checkpoint,
+)
+from activities.ledger._store import (
+    balance_of,
+    ensure_collateral_account,
+    ensure_system_accounts,
+    post_transfer,
+)
+
+__all__ = [
+    "COLLATERAL",
+    "COLLATERAL_SALE",
+    "DEPOSIT",
+    "EXTERNAL",
+    "INSURANCE_FUND",
+    "INSURANCE_FUND_COVER",
+    "INSURANCE_FUND_SEED",
+    "LIQUIDATION_FEE",
+    "MARKET",
+    "REALISED_PNL",
+    "STAGE_AFTER_COMMIT",
+    "STAGE_CHECKED",
+    "STAGE_IN_TRANSACTION",
+    "SYSTEM_KINDS",
+    "UNCOVERED_LOSS",
+    "UNCOVERED_LOSS_BOOKED",
+    "CaseCounts",
+    "CasesSummary",
+    "Checkpoint",
+    "DeficitCover",
+    "LedgerActivities",
+    "Outcome",
+    "PostgresDeposits",
+    "Posting",
+    "account_exists",
+    "balance_of",
+    "case_counts",
+    "cases_summary",
+    "closed_case_state",
+    "collateral_account",
+    "cover_deficit",
+    "credit_deposit",
+    "ensure_collateral_account",
+    "ensure_system_accounts",
+    "external_account",
+    "fill_order",
+    "insurance_fund_account",
+    "load_margin_snapshot",
+    "market_account",
+    "no_checkpoint",
+    "post_transfer",
+    "sell_collateral",
+    "settlement_currency",
+    "stage_fee",
+    "system_account",
+    "uncovered_loss_account",
+]

@@ -1,0 +1,42 @@
+"""Every refusal the API answers, as the one ``Problem`` shape, in our words.
+
+The words of the ledger and of Temporal are for the operator's logs: they may
+name another account, repeat the input or show internals, so each is turned
+here into a ``Refused`` that names the field and nothing of anyone else's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from worker.serving import Problem, Refused, naming_a_field
+
+# The OpenAPI document's answer for each refusal (FastAPI's ``responses=``).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or wrong bearer token"},
+    403: {"model": Problem, "description": "token lacks the scope"},
+    404: {"model": Problem, "description": "unknown account or case"},
+    409: {"model": Problem, "description": "refused by the case or an idempotency conflict"},
+    413: {"model": Problem, "description": "body too large"},
+    422: {"model": Problem, "description": "the body or a parameter is invalid"},
+    500: {"model": Problem, "description": "our fault; the request may be retried"},
+}
+
+
+def no_such_account() -> Refused:
+    return Refused(404, "account_id: no such account")
+
+
+def refused_by_the_case(error: WorkflowUpdateFailedError) -> Refused:
+    """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...")."""
+    return Refused(409, naming_a_field(str(error.cause), "case"))
+
+
+def no_open_case(error: RPCError) -> Refused | None:
+    """The account has no case running to act on, or None when the error is something else."""
+    if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+        return Refused(404, "account_id: the account has no open case")
+    return None

@@ -1,0 +1,48 @@
+"""Names callers rely on: the task queue, the workflow, its messages and search attributes. Keep them stable."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "margin-calls"
+WORKFLOW_TYPE = "MarginCallWorkflow"
+WORKFLOW_ID_PREFIX = "margin-call-"
+
+SIGNAL_DEPOSIT = "deposit"
+SIGNAL_RISK_ESCALATED = "risk_escalated"
+UPDATE_SUBMIT_DEPOSIT = "submit_deposit"
+UPDATE_EXTEND_DEADLINE = "extend_deadline"
+UPDATE_WAIVE = "waive"
+UPDATE_FORCE_LIQUIDATION = "force_liquidation"
+QUERY_STATUS = "status"
+
+# Failure types a caller matches on (never the words, which are for people).
+CASE_NOT_OPENED = "CaseNotOpened"
+CASE_CLOSED = "CaseClosed"
+ACCOUNT_ABOVE_MAINTENANCE = "AccountAboveMaintenance"
+
+# Activities the case calls, by name (the workflow never imports the activities' code).
+ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
+ACTIVITY_OPEN_CASE = "open_case"
+ACTIVITY_LIQUIDATION_STAGE = "execute_liquidation_stage"
+ACTIVITY_SETTLE_BANKRUPTCY = "settle_bankruptcy"
+ACTIVITY_CLOSE_CASE = "close_case"
+ACTIVITY_RECORD_CASE_EVENT = "record_case_event"
+ACTIVITY_DELIVER_NOTICE = "deliver_notice"
+
+MARGIN_CALL_STATE = SearchAttributeKey.for_keyword("MarginCallState")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
+MARGIN_SHORTFALL = SearchAttributeKey.for_float("MarginShortfall")
+DEPOSIT_DEADLINE = SearchAttributeKey.for_datetime("DepositDeadline")
+LIQUIDATION_STAGE = SearchAttributeKey.for_int("LiquidationStage")
+SEARCH_ATTRIBUTES = (MARGIN_CALL_STATE, ACCOUNT_ID, MARGIN_SHORTFALL, DEPOSIT_DEADLINE, LIQUIDATION_STAGE)
+
+
+def workflow_id(account_id: str) -> str:
+    """One open case per account: the workflow id is derived from the account alone."""
+    return f"{WORKFLOW_ID_PREFIX}{account_id}"
+
+
+def case_id(account_id: str, call_id: str) -> str:
+    """The ledger's key for a case (stages, fills, records): account and the caller's call id."""
+    return f"{account_id}/{call_id}"

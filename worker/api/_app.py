@@ -1,0 +1,48 @@
+"""The app: one error shape, a cap on the body, a health check, and the routes of each resource."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import asyncpg
+from fastapi import FastAPI
+
+from worker.api._auth import Scopes
+from worker.api._cases import case_routes
+from worker.api._deposits import deposit_routes
+from worker.api._services import Services
+from worker.api._staff import staff_routes
+from worker.serving import BodyLimit, one_error_shape
+from workflows import contract
+from workflows.client import MarginCallClient
+from workflows.domain.policies import STANDARD_BOOK, PolicyBook
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(
+    cases: MarginCallClient,
+    pool: asyncpg.Pool,
+    tokens: Mapping[str, frozenset[str]],
+    policies: PolicyBook = STANDARD_BOOK,
+) -> FastAPI:
+    """The API over ``cases`` and the ledger's ``pool``, for callers holding one of ``tokens``."""
+    app = FastAPI(
+        title="Margin call case manager",
+        version="1",
+        description="Open margin call cases, report deposits, find cases and act on them.",
+    )
+    one_error_shape(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    services = Services(cases=cases, pool=pool, scopes=Scopes(tokens), policies=policies)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        await pool.fetchval("SELECT 1")  # the database answers (a connection check, no ledger read)
+        await cases.client.count_workflows(f"WorkflowType = '{contract.WORKFLOW_TYPE}'")
+        return {"status": "ok"}
+
+    app.include_router(case_routes(services))
+    app.include_router(deposit_routes(services))
+    app.include_router(staff_routes(services))
+    return app
