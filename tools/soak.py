@@ -94,10 +94,13 @@ class Soak:
             quantity = (notional / self.marks[instrument]).quantize(D("0.001")) * self.rng.choice([1, -1])
             await credit_deposit(
                 self.stack.pool,
-                Deposit(account_id=account, deposit_id=f"topup-{account}-{self.trades}",
-                              amount=(notional / D(self.rng.choice([4, 8, 15, 25]))).quantize(D("0.01")),
-                              currency="USDT"),
-            )  # fmt: skip
+                Deposit(
+                    account_id=account,
+                    deposit_id=f"topup-{account}-{self.trades}",
+                    amount=(notional / D(self.rng.choice([4, 8, 15, 25]))).quantize(D("0.01")),
+                    currency="USDT",
+                ),
+            )
             async with self.stack.pool.acquire() as conn:
                 await set_position(conn, account, instrument, quantity, self.marks[instrument])
             self.injected["re-trade"] += 1
@@ -217,8 +220,12 @@ async def drive(soak: Soak, minutes: float) -> None:
                 # The connection-killing fault reaches the driver's own pool too.
                 soak.injected[f"report step failed ({type(error).__name__})"] += 1
                 states = []  # this report is skipped
-            print(f"t={now - started:5.0f}s  cases " + ", ".join(f"{s} {n}" for s, n in sorted(states))
-                  + f"  | injected {sum(soak.injected.values())}", flush=True)  # fmt: skip
+            print(
+                f"t={now - started:5.0f}s  cases "
+                + ", ".join(f"{s} {n}" for s, n in sorted(states))
+                + f"  | injected {sum(soak.injected.values())}",
+                flush=True,
+            )
             last_report = now
         await asyncio.sleep(1)
 

@@ -614,13 +614,21 @@ class MarginCallWorkflow:
         timeout = self._input.policy.ledger_attempt_timeout
         if local:
             return await workflow.execute_local_activity(  # type: ignore[no-any-return]
-                activity, arg, result_type=result_type, start_to_close_timeout=timeout,
-                retry_policy=LEDGER_RETRY, summary=summary,
-            )  # fmt: skip
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=timeout,
+                retry_policy=LEDGER_RETRY,
+                summary=summary,
+            )
         return await workflow.execute_activity(  # type: ignore[no-any-return]
-            activity, arg, result_type=result_type, start_to_close_timeout=timeout,
-            retry_policy=LEDGER_RETRY, summary=summary,
-        )  # fmt: skip
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timeout,
+            retry_policy=LEDGER_RETRY,
+            summary=summary,
+        )
 
     async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
         self._staff_actions += 1
@@ -665,10 +673,15 @@ class MarginCallWorkflow:
             workflow.upsert_search_attributes(updates)
         workflow.set_current_details(
             narrative.details(
-                self._state, self._input.account_id, self._case_id, self._snapshot,
-                self._deadline if self._state in AWAITING else None, len(self._stages), self._fees,
+                self._state,
+                self._input.account_id,
+                self._case_id,
+                self._snapshot,
+                self._deadline if self._state in AWAITING else None,
+                len(self._stages),
+                self._fees,
             )
-        )  # fmt: skip
+        )
 
     def _call_message(self) -> str:
         return narrative.call_message(self._input.account_id, self._snapshot, self._deadline)
@@ -688,10 +701,18 @@ class MarginCallWorkflow:
         reason: str | None = None,
     ) -> Notice:
         return narrative.notice(
-            kind, f"{self._case_id}:{suffix}", message, case_id=self._case_id, account_id=self._input.account_id,
-            state=self._state, snapshot=self._snapshot, deadline=self._deadline, stage=stage, operator=operator,
+            kind,
+            f"{self._case_id}:{suffix}",
+            message,
+            case_id=self._case_id,
+            account_id=self._input.account_id,
+            state=self._state,
+            snapshot=self._snapshot,
+            deadline=self._deadline,
+            stage=stage,
+            operator=operator,
             reason=reason,
-        )  # fmt: skip
+        )
 
     def _log(self, what: str) -> None:
         self._timeline.append(TimelineEntry(at=workflow.now(), what=what))

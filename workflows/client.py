@@ -72,9 +72,13 @@ async def connect(
     deposit id is counted once, a second start joins the open case).
     """
     return await Client.connect(
-        address, namespace=namespace, tls=tls, data_converter=pydantic_data_converter, runtime=runtime,
+        address,
+        namespace=namespace,
+        tls=tls,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
         retry_config=CALL_RETRY,
-    )  # fmt: skip
+    )
 
 
 class DepositLedger(Protocol):

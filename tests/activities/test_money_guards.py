@@ -241,11 +241,27 @@ async def test_a_waiver_is_kept_only_for_a_case_that_closed_waived_and_ends_as_i
     for name, until in scope.items():
         state = CaseState.CURED if name == "cured" else CaseState.WAIVED
         status = CaseStatus(
-            case_id=f"case-{name}", account_id=name, call_id="c1", state=state, currency="USDT", opened_at=now,
-            deadline=None, equity=None, maintenance_margin=None, shortfall=None, deposit_needed=None,
-            deposits_counted=[], stages=[], fees_to_insurance_fund=D(0), insurance_fund_used=D(0),
-            uncovered_loss=D(0), notices_sent=0, notices_failed=[], timeline=[], closed_at=now,
-        )  # fmt: skip
+            case_id=f"case-{name}",
+            account_id=name,
+            call_id="c1",
+            state=state,
+            currency="USDT",
+            opened_at=now,
+            deadline=None,
+            equity=None,
+            maintenance_margin=None,
+            shortfall=None,
+            deposit_needed=None,
+            deposits_counted=[],
+            stages=[],
+            fees_to_insurance_fund=D(0),
+            insurance_fund_used=D(0),
+            uncovered_loss=D(0),
+            notices_sent=0,
+            notices_failed=[],
+            timeline=[],
+            closed_at=now,
+        )
         await ledger.close_case(
             Closing(status=status, waiver=Waiver(operator="alice", reason="goodwill", until=until))
         )

@@ -112,10 +112,10 @@ async def test_temporal_restarted_while_cases_wait_and_while_a_stage_runs(faults
         await api.open_case(account, "t-1", policy(deadline=timedelta(seconds=8)))
     running = await breached(faults, "stages")
     await api.open_case(
-        running, "t-1",
-        policy(pause_between_stages=timedelta(seconds=1),
-               liquidation={"fraction_per_stage": "0.1"}),
-    )  # fmt: skip
+        running,
+        "t-1",
+        policy(pause_between_stages=timedelta(seconds=1), liquidation={"fraction_per_stage": "0.1"}),
+    )
     await until(
         lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = $1", running),
         timeout=30,
@@ -140,9 +140,12 @@ async def test_postgres_restarted_and_connections_killed_during_activities(fault
     accounts = [await breached(faults, f"pg{i}") for i in range(3)]
     for account in accounts:
         await api.open_case(
-            account, "p-1", policy(pause_between_stages=timedelta(milliseconds=500),
-                                   liquidation={"fraction_per_stage": "0.1"}),
-        )  # fmt: skip
+            account,
+            "p-1",
+            policy(
+                pause_between_stages=timedelta(milliseconds=500), liquidation={"fraction_per_stage": "0.1"}
+            ),
+        )
     await until(
         lambda: rows(faults, "SELECT count(*) FROM liquidation_stages WHERE account_id = ANY($1)", accounts),
         timeout=30,

@@ -119,11 +119,21 @@ class Ups:
         out, err = self.data_dir.parent / f"up-{n}.out", self.data_dir.parent / f"up-{n}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:  # files, not pipes: up logs plenty
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "worker.cli", "up",
-                "--temporal-port", str(temporal_port or _temporal_port()),
-                "--receiver-port", str(free_port()), "--api-port", str(api_port or free_port()),
-                env=self.env, cwd=ROOT, stdout=stdout, stderr=stderr,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "up",
+                "--temporal-port",
+                str(temporal_port or _temporal_port()),
+                "--receiver-port",
+                str(free_port()),
+                "--api-port",
+                str(api_port or free_port()),
+                env=self.env,
+                cwd=ROOT,
+                stdout=stdout,
+                stderr=stderr,
+            )
         self.processes.append(process)
         return process, out, err
 

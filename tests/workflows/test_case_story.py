@@ -27,8 +27,11 @@ def is_version_marker(event: HistoryEvent) -> bool:
 async def test_every_activity_and_timer_is_named_in_words(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     account = await account_with(stack, "story", "550")
-    policy = fast_policy(deadline=timedelta(seconds=2), reminders_before_deadline=[timedelta(seconds=1)],
-                         pause_between_stages=timedelta(milliseconds=300))  # fmt: skip
+    policy = fast_policy(
+        deadline=timedelta(seconds=2),
+        reminders_before_deadline=[timedelta(seconds=1)],
+        pause_between_stages=timedelta(milliseconds=300),
+    )
     handle = await api.open_case(account, "s-1", policy)
     outcome = await finish(handle, "story")
     assert outcome.state in (CaseState.RESTORED, CaseState.CLOSED_OUT)
@@ -50,6 +53,11 @@ async def test_every_activity_and_timer_is_named_in_words(stack: CaseStack) -> N
             assert event.user_metadata.HasField("summary"), event
             summaries.append(convert.from_payload(event.user_metadata.summary, str))
     story = "\n".join(summaries)
-    for words in ("Open the case and read the account", "Notify the trader: margin_call.opened",
-                  "deposit deadline", "Liquidation stage 1: sell", "Record the outcome"):  # fmt: skip
+    for words in (
+        "Open the case and read the account",
+        "Notify the trader: margin_call.opened",
+        "deposit deadline",
+        "Liquidation stage 1: sell",
+        "Record the outcome",
+    ):
         assert words in story, story

@@ -18,9 +18,13 @@ from workflows.contract import CaseState, Deposit, DepositReceipt
 
 DEPOSIT = Deposit(account_id="acct-1", deposit_id="d-1", amount=Decimal("100"), currency="USDT")
 RECEIPT = DepositReceipt(
-    deposit_id="d-1", counted=True, state=CaseState.CURED,
-    equity=Decimal("900"), maintenance_margin=Decimal("800"), shortfall=Decimal("0"),
-)  # fmt: skip
+    deposit_id="d-1",
+    counted=True,
+    state=CaseState.CURED,
+    equity=Decimal("900"),
+    maintenance_margin=Decimal("800"),
+    shortfall=Decimal("0"),
+)
 
 
 class SlowCase:

@@ -53,8 +53,9 @@ async def test_a_deposit_landing_at_the_deadline_is_never_lost(stack: CaseStack)
     assert status.deadline is not None
     # Credited and signalled as close to the deadline as we can aim: in the same workflow task or just after.
     await asyncio.sleep(max(0.0, (status.deadline - datetime.now(UTC)).total_seconds() - 0.02))
-    await credit_deposit(stack.pool, Deposit(account_id=account, deposit_id=f"{account}-d", amount=D("60"),
-                                                   currency="USDT"))  # fmt: skip
+    await credit_deposit(
+        stack.pool, Deposit(account_id=account, deposit_id=f"{account}-d", amount=D("60"), currency="USDT")
+    )
     await handle.signal(
         contract.SIGNAL_DEPOSIT,
         Deposit(account_id=account, deposit_id=f"{account}-d", amount=D("60"), currency="USDT"),
@@ -71,8 +72,9 @@ async def test_a_deposit_credited_without_a_message_still_cures_at_the_deadline(
     account = await account_with(stack, "quiet", "550")
     handle = await api.open_case(account, "r-1", fast_policy(deadline=timedelta(seconds=2)))
     await wait_state(handle, CaseState.AWAITING_DEPOSIT)
-    await credit_deposit(stack.pool, Deposit(account_id=account, deposit_id=f"{account}-q", amount=D("60"),
-                                                   currency="USDT"))  # fmt: skip
+    await credit_deposit(
+        stack.pool, Deposit(account_id=account, deposit_id=f"{account}-q", amount=D("60"), currency="USDT")
+    )
     outcome = await asyncio.wait_for(handle.result(), 30)
     assert outcome.state == CaseState.CURED and outcome.status.stages == []
 

@@ -23,10 +23,20 @@ from workflows.case import MarginCallWorkflow
 FOLDER = Path(__file__).parent / "histories"
 HISTORIES = sorted(FOLDER.glob("**/*.json"))
 PATHS = {
-    "cured_before_notice", "cured_by_deposit", "cured_by_market_recovery", "restored_after_stages",
-    "closed_out", "bankrupt", "hard_threshold", "risk_escalation", "reminders", "notifier_down",
-    "waived", "extended_then_liquidated", "forced",
-}  # fmt: skip
+    "cured_before_notice",
+    "cured_by_deposit",
+    "cured_by_market_recovery",
+    "restored_after_stages",
+    "closed_out",
+    "bankrupt",
+    "hard_threshold",
+    "risk_escalation",
+    "reminders",
+    "notifier_down",
+    "waived",
+    "extended_then_liquidated",
+    "forced",
+}
 
 
 def test_every_path_has_a_recorded_history() -> None:

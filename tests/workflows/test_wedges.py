@@ -84,19 +84,27 @@ async def test_a_malformed_start_fails_the_case_at_once_naming_the_field(
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [([], "input"), (["acct"], "JSON object"), ([None], "JSON object"), ([[1, 2]], "JSON object"),
-     ([{"account_id": "x", "call_id": "y"}, {}], "one argument")],
+    [
+        ([], "input"),
+        (["acct"], "JSON object"),
+        ([None], "JSON object"),
+        ([[1, 2]], "JSON object"),
+        ([{"account_id": "x", "call_id": "y"}, {}], "one argument"),
+    ],
     ids=["no input", "a string", "null", "a list", "two arguments"],
-)  # fmt: skip
+)
 async def test_an_input_that_is_no_case_at_all_fails_at_once(
     stack: CaseStack, args: list[Any], named: str
 ) -> None:
     """Review finding: a non-object input used to fail decoding, hence every workflow task."""
     account = stack.account("shapeless")
     handle = await stack.client.start_workflow(
-        contract.WORKFLOW_TYPE, args=args, id=contract.workflow_id(account), task_queue=contract.TASK_QUEUE,
+        contract.WORKFLOW_TYPE,
+        args=args,
+        id=contract.workflow_id(account),
+        task_queue=contract.TASK_QUEUE,
         result_type=CaseOutcome,
-    )  # fmt: skip
+    )
     with pytest.raises(WorkflowFailureError) as failed:
         await asyncio.wait_for(handle.result(), 20)
     assert named in str(failed.value.cause), failed.value.cause
@@ -252,9 +260,14 @@ async def test_a_waive_holds_until_its_time_or_recovery_unless_the_hard_line_is_
         # The hard threshold overrides a waive: the account falls past half of maintenance.
         async with stack.pool.acquire() as conn:
             await post_transfer(
-                conn, f"{open_ended}-out", collateral_account(open_ended, "USDT"), "external:USDT", "USDT",
-                D("100"), "withdrawal",
-            )  # fmt: skip
+                conn,
+                f"{open_ended}-out",
+                collateral_account(open_ended, "USDT"),
+                "external:USDT",
+                "USDT",
+                D("100"),
+                "withdrawal",
+            )
         await monitor.tick()
         assert (await api.handle(open_ended).describe()).run_id != runs[open_ended]
         async with stack.pool.acquire() as conn:

@@ -76,8 +76,13 @@ class Harness:
         """Accounts long BTC whose equity at the crash mark is ``ratio`` x maintenance."""
         price, tiers = LISTINGS["BTCUSDT"]
         quantity = D("0.6")
-        crashed = Position(instrument="BTCUSDT", quantity=quantity, entry_price=price,
-                           mark_price=CRASH["BTCUSDT"], tiers=tiers)  # fmt: skip
+        crashed = Position(
+            instrument="BTCUSDT",
+            quantity=quantity,
+            entry_price=price,
+            mark_price=CRASH["BTCUSDT"],
+            tiers=tiers,
+        )
         collateral = (ratio * margin.maintenance_margin(crashed) - margin.unrealised_pnl(crashed)).quantize(
             D("0.01")
         )
@@ -115,8 +120,9 @@ class Harness:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT account_id, extract(epoch FROM closed_at)::float8 AS at FROM margin_call_cases"
-                " WHERE account_id = ANY($1)", accounts,
-            )  # fmt: skip
+                " WHERE account_id = ANY($1)",
+                accounts,
+            )
         return {r["account_id"]: r["at"] for r in rows}
 
     async def outcomes(self, accounts: list[str]) -> dict[str, int]:

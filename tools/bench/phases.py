@@ -47,8 +47,11 @@ class Bench(Harness):
         await self.gather_limited([one(i) for i in range(n)])
         elapsed = time.perf_counter() - started
         self.figures[f"ceiling_{n}"] = {
-            "workflows": n, "seconds": elapsed, "per_second": n / elapsed, **self.cpu_per_case(cpu, n),
-        }  # fmt: skip
+            "workflows": n,
+            "seconds": elapsed,
+            "per_second": n / elapsed,
+            **self.cpu_per_case(cpu, n),
+        }
         print(f"  ceiling: {n} trivial workflows in {elapsed:.1f} s = {n / elapsed:.1f}/s", flush=True)
         return n / elapsed
 
@@ -66,9 +69,11 @@ class Bench(Harness):
             policy = CasePolicy(deadline=timedelta(minutes=5), reminders_before_deadline=[])
         else:
             policy = CasePolicy(
-                deadline=timedelta(seconds=5), reminders_before_deadline=[], pause_between_stages=timedelta(0),
+                deadline=timedelta(seconds=5),
+                reminders_before_deadline=[],
+                pause_between_stages=timedelta(0),
                 liquidation=LiquidationPolicy(fraction_per_stage=D("0.25")),
-            )  # fmt: skip
+            )
         async with self.pool.acquire() as conn:
             await move_market(conn, CRASH)
         cpu = self.cpu_seconds()
@@ -79,15 +84,21 @@ class Bench(Harness):
         scan_seconds = time.perf_counter() - started
         ours = set(accounts)
         await self.gather_limited(
-            [self.api.open_case(b.account_id, "crash", policy, shortfall=b.shortfall)
-             for b in breaches if b.account_id in ours], 100,
-        )  # fmt: skip
+            [
+                self.api.open_case(b.account_id, "crash", policy, shortfall=b.shortfall)
+                for b in breaches
+                if b.account_id in ours
+            ],
+            100,
+        )
         started_all = time.perf_counter() - started
 
         async def deposit_when_notified(account: str) -> None:
             await self.receiver.arrival(f"{contract.case_id(account, 'crash')}:opened")
-            await self.api.report_deposit(PostgresDeposits(self.pool), Deposit(account_id=account, deposit_id=f"{account}-cure", amount=D("500"),
-                                                                 currency="USDT"))  # fmt: skip
+            await self.api.report_deposit(
+                PostgresDeposits(self.pool),
+                Deposit(account_id=account, deposit_id=f"{account}-cure", amount=D("500"), currency="USDT"),
+            )
 
         deposit_tasks = (
             [asyncio.create_task(deposit_when_notified(a)) for a in accounts] if path == "cured" else []
@@ -120,8 +131,11 @@ class Bench(Harness):
             **self.cpu_per_case(cpu, n),
             "first_notice_samples": first_notice,
         }
-        print(f"  crash {n} ({path}): all notified in {max(first_notice):.1f} s, all closed in {done:.1f} s = "
-              f"{n / done:.1f}/s ({n / done / ceiling_rate:.2f} x ceiling); {outcomes}", flush=True)  # fmt: skip
+        print(
+            f"  crash {n} ({path}): all notified in {max(first_notice):.1f} s, all closed in {done:.1f} s = "
+            f"{n / done:.1f}/s ({n / done / ceiling_rate:.2f} x ceiling); {outcomes}",
+            flush=True,
+        )
 
     async def deposits(self, n_open: int, rate: float) -> None:
         """Deposits arriving at ``rate`` per second, one per open case, each timed to its receipt.
@@ -141,8 +155,10 @@ class Bench(Harness):
 
         async def one(account: str) -> None:
             begun = time.perf_counter()
-            await self.api.report_deposit(PostgresDeposits(self.pool), Deposit(account_id=account, deposit_id=f"{account}-small", amount=D("1"),
-                                                                 currency="USDT"))  # fmt: skip
+            await self.api.report_deposit(
+                PostgresDeposits(self.pool),
+                Deposit(account_id=account, deposit_id=f"{account}-small", amount=D("1"), currency="USDT"),
+            )
             timings.append(time.perf_counter() - begun)
 
         await paced([one(a) for a in accounts], rate)
@@ -153,8 +169,11 @@ class Bench(Harness):
             "round_trip_p99_ms": pct(timings, 0.99) * 1000,
             "round_trip_max_ms": max(timings) * 1000,
         }
-        print(f"  deposits at {rate:.0f}/s with {n_open} open: p50 {pct(timings, .5) * 1000:.0f} ms, "
-              f"p99 {pct(timings, .99) * 1000:.0f} ms", flush=True)  # fmt: skip
+        print(
+            f"  deposits at {rate:.0f}/s with {n_open} open: p50 {pct(timings, 0.5) * 1000:.0f} ms, "
+            f"p99 {pct(timings, 0.99) * 1000:.0f} ms",
+            flush=True,
+        )
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
 
     async def memory(self, n_waiting: int) -> None:
@@ -165,11 +184,16 @@ class Bench(Harness):
         await self.gather_limited([self.api.open_case(a, "wait", policy) for a in accounts], 100)
         await self.wait_state(accounts, CaseState.AWAITING_DEPOSIT)
         self.figures["memory"] = {
-            "cases_waiting": n_waiting, "seconds_to_open": time.perf_counter() - begun,
-            "worker_rss_mb": sum(self.worker_memory("VmRSS")), "worker_peak_rss_mb": sum(self.worker_memory("VmHWM")),
-        }  # fmt: skip
-        print(f"  memory with {n_waiting} waiting: worker RSS {self.figures['memory']['worker_rss_mb']:.0f} MB "
-              f"(peak {self.figures['memory']['worker_peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
+            "cases_waiting": n_waiting,
+            "seconds_to_open": time.perf_counter() - begun,
+            "worker_rss_mb": sum(self.worker_memory("VmRSS")),
+            "worker_peak_rss_mb": sum(self.worker_memory("VmHWM")),
+        }
+        print(
+            f"  memory with {n_waiting} waiting: worker RSS {self.figures['memory']['worker_rss_mb']:.0f} MB "
+            f"(peak {self.figures['memory']['worker_peak_rss_mb']:.0f} MB)",
+            flush=True,
+        )
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
 
     async def deadlines(self, n: int, start_rate: float = 50.0) -> None:
@@ -187,8 +211,9 @@ class Bench(Harness):
         async def start(account: str) -> None:
             deadline = timedelta(seconds=target - time.time())
             deadlines[account] = deadline.total_seconds()
-            policy = CasePolicy(deadline=deadline, reminders_before_deadline=[],
-                                pause_between_stages=timedelta(seconds=30))  # fmt: skip
+            policy = CasePolicy(
+                deadline=deadline, reminders_before_deadline=[], pause_between_stages=timedelta(seconds=30)
+            )
             await self.api.open_case(account, "dl", policy)
 
         await paced([start(a) for a in accounts], start_rate)
@@ -198,17 +223,24 @@ class Bench(Harness):
                 "SELECT c.account_id, extract(epoch FROM c.opened_at)::float8 AS opened,"
                 " extract(epoch FROM s.executed_at)::float8 AS executed"
                 " FROM liquidation_stages s JOIN margin_call_cases c ON c.case_id = s.case_id"
-                " WHERE s.stage = 1 AND c.account_id = ANY($1)", accounts,
-            )  # fmt: skip
+                " WHERE s.stage = 1 AND c.account_id = ANY($1)",
+                accounts,
+            )
         due = {r["account_id"]: r["opened"] + deadlines[r["account_id"]] for r in rows}
         lateness = [r["executed"] - due[r["account_id"]] for r in rows]
         spread = max(due.values()) - min(due.values())
         self.figures["deadlines"] = {
-            "cases": n, "deadlines_spread_seconds": spread,
-            "lateness_p50_s": pct(lateness, .5), "lateness_p99_s": pct(lateness, .99), "lateness_max_s": max(lateness),
-        }  # fmt: skip
-        print(f"  deadlines ({n} within {spread:.2f} s): lateness p50 {pct(lateness, .5):.2f} s, "
-              f"p99 {pct(lateness, .99):.2f} s, max {max(lateness):.2f} s", flush=True)  # fmt: skip
+            "cases": n,
+            "deadlines_spread_seconds": spread,
+            "lateness_p50_s": pct(lateness, 0.5),
+            "lateness_p99_s": pct(lateness, 0.99),
+            "lateness_max_s": max(lateness),
+        }
+        print(
+            f"  deadlines ({n} within {spread:.2f} s): lateness p50 {pct(lateness, 0.5):.2f} s, "
+            f"p99 {pct(lateness, 0.99):.2f} s, max {max(lateness):.2f} s",
+            flush=True,
+        )
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
 
     async def cost(self, n: int, sample: int = 25) -> None:
@@ -225,9 +257,13 @@ class Bench(Harness):
                 markers.add(sum(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED for e in events))
                 stages.add(len((await handle.result()).status.stages))
             self.figures[f"cost_{path}"] = {
-                "cases_sampled": len(counts), "history_events": pct(counts, 0.5), "history_events_max": max(counts),
-                "activities": sorted(activities), "local_activities": sorted(markers), "stages": sorted(stages),
-            }  # fmt: skip
+                "cases_sampled": len(counts),
+                "history_events": pct(counts, 0.5),
+                "history_events_max": max(counts),
+                "activities": sorted(activities),
+                "local_activities": sorted(markers),
+                "stages": sorted(stages),
+            }
             print(
                 f"  cost {path}: {pct(counts, 0.5)} events (max {max(counts)}) over {len(counts)} cases, "
                 f"activities {sorted(activities)}, local {sorted(markers)}, stages {sorted(stages)}",
@@ -243,8 +279,9 @@ class Bench(Harness):
         timings = []
         for account in accounts:
             case_id = contract.case_id(account, "stage")
-            await ledger.open_case(CaseOpening(case_id=case_id, account_id=account, call_id="stage",
-                                               opened_at=datetime.now(UTC)))  # fmt: skip
+            await ledger.open_case(
+                CaseOpening(case_id=case_id, account_id=account, call_id="stage", opened_at=datetime.now(UTC))
+            )
             plan = plan_stage(await ledger.load_margin_snapshot(account), LiquidationPolicy())
             begun = time.perf_counter()
             await ledger.execute_liquidation_stage(StageRequest(case_id=case_id, stage=1, plan=plan))

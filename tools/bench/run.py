@@ -39,13 +39,19 @@ async def start_workers(bench: Bench, args: argparse.Namespace, address: str, ur
         worker = await spawn_worker(
             "tools.bench.worker",
             [
-                "--address", address, "--database-url", url,
-                "--notifier-url", f"http://127.0.0.1:{args.receiver_port}/webhooks",
-                "--activity-slots", str(args.activity_slots), *(["--sandboxed"] if args.sandboxed else []),
+                "--address",
+                address,
+                "--database-url",
+                url,
+                "--notifier-url",
+                f"http://127.0.0.1:{args.receiver_port}/webhooks",
+                "--activity-slots",
+                str(args.activity_slots),
+                *(["--sandboxed"] if args.sandboxed else []),
                 *(["--profile", str(profile)] if args.profile else []),
             ],
             env=dict(os.environ),
-        )  # fmt: skip
+        )
         bench.workers.append(worker)
     await bench.client.execute_workflow(
         CeilingWorkflow.run,
@@ -106,10 +112,16 @@ async def run(args: argparse.Namespace) -> None:
         if args.scan:
             await bench.ledger(running.database_url, [int(s) for s in args.scan.split(",")])
     report(bench.figures, args)
-    samples = {k: {kk: vv for kk, vv in v.items() if kk != "first_notice_samples"} if isinstance(v, dict) else v
-               for k, v in bench.figures.items()}  # fmt: skip
-    settings = {"workers": args.workers, "sandboxed": args.sandboxed, "activity_slots": args.activity_slots,
-                "server_dynamic_config": EMBEDDED_DYNAMIC_CONFIG if args.server_tuning else {}}  # fmt: skip
+    samples = {
+        k: {kk: vv for kk, vv in v.items() if kk != "first_notice_samples"} if isinstance(v, dict) else v
+        for k, v in bench.figures.items()
+    }
+    settings = {
+        "workers": args.workers,
+        "sandboxed": args.sandboxed,
+        "activity_slots": args.activity_slots,
+        "server_dynamic_config": EMBEDDED_DYNAMIC_CONFIG if args.server_tuning else {},
+    }
     (args.results / "bench.json").write_text(
         json.dumps({"machine": machine(), "settings": settings, "figures": samples}, indent=2, default=str)
     )
@@ -157,9 +169,11 @@ def main() -> None:
         "--profile", action="store_true", help="profile the workers (<results>/worker-*.prof.txt)"
     )
     parser.add_argument(
-        "--no-server-tuning", dest="server_tuning", action="store_false",
+        "--no-server-tuning",
+        dest="server_tuning",
+        action="store_false",
         help="the dev server's default dynamic config instead of the embedded stack's",
-    )  # fmt: skip
+    )
     parser.add_argument("--results", type=Path, default=Path("bench-results"), help="where to write")
     parser.add_argument("--no-chart", dest="chart", action="store_false", help="no bench.png (no matplotlib)")
     args = parser.parse_args()

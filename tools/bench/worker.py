@@ -47,10 +47,16 @@ async def serve(args: argparse.Namespace) -> None:
     client = await connect(args.address)
     try:
         async with running_worker(
-            client, args.database_url, args.notifier_url, DEV_WEBHOOK_SECRET,
-            max_concurrent_activities=args.activity_slots, sandboxed=args.sandboxed,
-            extra_workflows=[CeilingWorkflow], extra_activities=[ceiling_activity], policies=open_book(),
-        ):  # fmt: skip
+            client,
+            args.database_url,
+            args.notifier_url,
+            DEV_WEBHOOK_SECRET,
+            max_concurrent_activities=args.activity_slots,
+            sandboxed=args.sandboxed,
+            extra_workflows=[CeilingWorkflow],
+            extra_activities=[ceiling_activity],
+            policies=open_book(),
+        ):
             await stop.wait()
     finally:
         if dump is not None:

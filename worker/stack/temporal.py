@@ -148,16 +148,23 @@ class TemporalDevServer:
                 await asyncio.to_thread(stop_leftover_temporal, self.database)
         ensure_ports_free(self.ports())
         args = [
-            "server", "start-dev",
-            "--ip", self.ip,
-            "--port", str(self.port),
-            "--db-filename", str(self.database),
-            "--sqlite-pragma", "journal_mode=WAL",
-            "--sqlite-pragma", "synchronous=NORMAL",
-            "--log-level", "error",
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.database),
+            "--sqlite-pragma",
+            "journal_mode=WAL",
+            "--sqlite-pragma",
+            "synchronous=NORMAL",
+            "--log-level",
+            "error",
             *search_attribute_flags(),
             *dynamic_config_flags(self.dynamic_config),
-        ]  # fmt: skip
+        ]
         if self.ui:
             args += ["--ui-port", str(self.port + 1000), "--ui-ip", self.ip]
         else:

@@ -1,4 +1,4 @@
-"""Cross-margin risk figures, exactly as ``reference/margin-math.md`` defines them.
+"""Cross-margin risk figures, exactly as ``docs/margin-math.md`` defines them.
 
 Pure functions over the shared models: no I/O, no clock, so the ledger, the
 planner, the ``margin-call risk`` command and the tests all get the same numbers.

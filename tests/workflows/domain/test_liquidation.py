@@ -63,9 +63,13 @@ def breached_snapshots(draw: st.DrawFn) -> MarginSnapshot:
     figures = margin.assess(portfolio)
     assume(figures.equity < figures.maintenance_margin)
     return MarginSnapshot(
-        account_id="prop", currency="USDT", status="active", portfolio=portfolio, figures=figures,
+        account_id="prop",
+        currency="USDT",
+        status="active",
+        portfolio=portfolio,
+        figures=figures,
         as_of=datetime.now(UTC),
-    )  # fmt: skip
+    )
 
 
 policies = st.builds(
@@ -157,16 +161,18 @@ async def test_equity_after_a_stage_matches_the_ledger_and_fees_never_exceed_wha
     account = f"prop-{uuid.uuid4().hex[:10]}"  # fresh per run: hypothesis replays examples
     price, tiers = LISTINGS["BTCUSDT"]
     quantity = (notional / price).quantize(D("0.001"))
-    position = Position(instrument="BTCUSDT", quantity=quantity, entry_price=price, mark_price=price * D("0.95"),
-                        tiers=tiers)  # fmt: skip
+    position = Position(
+        instrument="BTCUSDT", quantity=quantity, entry_price=price, mark_price=price * D("0.95"), tiers=tiers
+    )
     collateral = (ratio * margin.maintenance_margin(position) - margin.unrealised_pnl(position)).quantize(
         D("0.01")
     )
     await onboard(venue, Trader(account, collateral, {"BTCUSDT": (quantity, price)}))
     async with venue.acquire() as conn:
         await move_market(conn, {"BTCUSDT": price * D("0.95")})
-    await ledger.open_case(CaseOpening(case_id=f"{account}/c", account_id=account, call_id="c",
-                                       opened_at=datetime.now(UTC)))  # fmt: skip
+    await ledger.open_case(
+        CaseOpening(case_id=f"{account}/c", account_id=account, call_id="c", opened_at=datetime.now(UTC))
+    )
     before = await ledger.load_margin_snapshot(account)
     plan = liquidation.plan_stage(before, policy)
     result = await ledger.execute_liquidation_stage(StageRequest(case_id=f"{account}/c", stage=1, plan=plan))

@@ -1,4 +1,4 @@
-"""The margin math against the published vectors in reference/margin-math.md."""
+"""The margin math against the published vectors in docs/margin-math.md."""
 
 from __future__ import annotations
 
