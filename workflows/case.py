@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         Waiver,
     )
     from workflows.domain.liquidation import plan_stage
-    from workflows.domain.money import AmountError, money_amount
+    from workflows.domain.money import AmountError, display_money, money_amount
     from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
     from workflows.domain.portfolio import MarginSnapshot
     from workflows.domain.validation import Submission, parse
@@ -447,8 +447,6 @@ class MarginCallWorkflow:
         extension = parse(DeadlineExtension, submission)
         if self._state not in AWAITING or self._deadline is None:
             raise ValueError(f"state: cannot extend the deadline of a case that is {self._state.value}")
-        if extension.new_deadline.tzinfo is None:
-            raise ValueError("new_deadline: must carry a time zone")
         if extension.new_deadline <= self._deadline:
             raise ValueError(
                 f"new_deadline: must be later than the current deadline {self._deadline.isoformat()}"
@@ -718,4 +716,4 @@ class MarginCallWorkflow:
         self._timeline.append(TimelineEntry(at=workflow.now(), what=what))
 
     def _fmt(self, value: Decimal) -> str:
-        return narrative.money(value)
+        return display_money(value)

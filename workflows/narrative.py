@@ -20,17 +20,11 @@ from temporalio.common import SearchAttributeUpdate
 from workflows import contract
 from workflows.contract import CaseState, Notice, NoticeKind, StageResult
 from workflows.domain.liquidation import Fill
+from workflows.domain.money import DISPLAY_PRECISION, display_money
 from workflows.domain.portfolio import MarginSnapshot
 
 # Enough significant digits that quantizing any figure the ledger can hold never overflows the context.
-FIGURE_PRECISION = 120
-
-
-def money(value: Decimal) -> str:
-    """Display only: two places and thousands separators (the figures themselves stay exact)."""
-    with decimal.localcontext() as ctx:
-        ctx.prec = FIGURE_PRECISION  # a figure of 1e26 or more must still print, not fail the task
-        return f"{value.quantize(Decimal('0.01')):,}"
+FIGURE_PRECISION = DISPLAY_PRECISION
 
 
 def deposit_needed(snapshot: MarginSnapshot | None) -> Decimal | None:
@@ -74,13 +68,13 @@ def details(
     if snapshot is not None:
         f = snapshot.figures
         lines.append(
-            f"equity {money(f.equity)} · maintenance {money(f.maintenance_margin)} · "
-            f"shortfall {money(f.shortfall)} {snapshot.currency}"
+            f"equity {display_money(f.equity)} · maintenance {display_money(f.maintenance_margin)} · "
+            f"shortfall {display_money(f.shortfall)} {snapshot.currency}"
         )
     if deadline is not None:
         lines.append(f"deposit deadline {deadline.isoformat()}")
     if stages:
-        lines.append(f"{stages} stage(s), fees {money(fees)} to the insurance fund")
+        lines.append(f"{stages} stage(s), fees {display_money(fees)} to the insurance fund")
     return "\n\n".join(lines)
 
 
@@ -97,7 +91,7 @@ def call_message(account_id: str, snapshot: MarginSnapshot | None, deadline: dat
 def describe_fills(fills: Sequence[Fill]) -> str:
     return ", ".join(
         f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
-        f"at {money(f.fill_price)}"
+        f"at {display_money(f.fill_price)}"
         for f in fills
     )
 
