@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from workflows.client import EndedCase
 from workflows.contract import CaseStatus
 from workflows.domain.money import display_money as money
+from workflows.listing import EndedCase
 
 
 def _at(moment: datetime | None) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -27,7 +26,7 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
@@ -46,6 +45,14 @@ from workflows.contract import (
 )
 from workflows.domain.message import Message
 from workflows.domain.policies import DEFAULT_POLICY, CasePolicy
+from workflows.listing import (
+    ENDED_WITHOUT_OUTCOME,
+    EXECUTION_STATUS_NAMES,
+    LISTED_STATES,
+    EndedCase,
+    failure_reason,
+    listed_state,
+)
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
 NOT_READY_ATTEMPTS = 5
@@ -259,7 +266,7 @@ class MarginCallClient:
             await handle.result(follow_runs=False)
             reason = "ended without a reason on record"
         except WorkflowFailureError as error:
-            reason = _failure_reason(error.cause)
+            reason = failure_reason(error.cause)
         return EndedCase(
             workflow_id=described.id,
             run_id=described.run_id,
@@ -288,8 +295,8 @@ class MarginCallClient:
         if state is not None and state not in LISTED_STATES:
             raise ValueError(f"state: unknown state {state[:40]!r} (known: {', '.join(LISTED_STATES)})")
         clauses = [f"WorkflowType = {_quote(contract.WORKFLOW_TYPE)}"]
-        if state in _EXECUTION_STATUS_NAMES:
-            clauses.append(f"ExecutionStatus = {_quote(_EXECUTION_STATUS_NAMES[state])}")
+        if state in EXECUTION_STATUS_NAMES:
+            clauses.append(f"ExecutionStatus = {_quote(EXECUTION_STATUS_NAMES[state])}")
         elif state:
             clauses.append(f"MarginCallState = {_quote(state)}")
             clauses.append("ExecutionStatus IN ('Running', 'Completed')")
@@ -322,61 +329,10 @@ class MarginCallClient:
         return cases
 
 
-# A workflow that ended without completing has no outcome: the MarginCallState it
-# last upserted (often OPEN) is stale, so it is shown by how it ended instead.
-ENDED_WITHOUT_OUTCOME: dict[WorkflowExecutionStatus, str] = {
-    WorkflowExecutionStatus.FAILED: "FAILED",
-    WorkflowExecutionStatus.TERMINATED: "TERMINATED",
-    WorkflowExecutionStatus.TIMED_OUT: "TIMED_OUT",
-    WorkflowExecutionStatus.CANCELED: "CANCELED",
-}
-# The names visibility queries use for those statuses.
-_EXECUTION_STATUS_NAMES = {
-    "FAILED": "Failed",
-    "TERMINATED": "Terminated",
-    "TIMED_OUT": "TimedOut",
-    "CANCELED": "Canceled",
-}
-# Every state ``list_cases`` can show, so every state it can be asked for.
-LISTED_STATES: tuple[str, ...] = (*(s.value for s in CaseState), *ENDED_WITHOUT_OUTCOME.values())
-
-
-def listed_state(status: WorkflowExecutionStatus | None, margin_call_state: str | None) -> str | None:
-    """What a case is, as a list shows it: its own state while it runs or once it completed."""
-    ended = ENDED_WITHOUT_OUTCOME.get(status) if status is not None else None
-    return ended if ended is not None else margin_call_state
-
-
-@dataclass(frozen=True)
-class EndedCase:
-    """A case whose workflow ended without an outcome, and why (the failure's messages, outermost first)."""
-
-    workflow_id: str
-    run_id: str | None
-    account_id: str
-    state: str
-    reason: str
-    started_at: datetime | None
-    closed_at: datetime | None
-
-
-def _failure_reason(error: BaseException | None) -> str:
-    """The failure's chain as one line: the SDK wraps the reason (an activity's error, say) in causes."""
-    messages: list[str] = []
-    while error is not None and len(messages) < 10:
-        message = str(error.message if isinstance(error, FailureError) else error).strip()
-        if message and message not in messages:
-            messages.append(message)
-        error = error.__cause__
-    return ": ".join(messages).replace("\n", " ") or "no reason on record"
-
-
 __all__ = [
-    "LISTED_STATES",
     "CaseSummary",
     "DepositLedger",
     "DepositReport",
-    "EndedCase",
     "MarginCallClient",
     "connect",
 ]

@@ -13,11 +13,11 @@ from worker.api._problems import ERRORS, no_such_account
 from worker.api._services import Services
 from worker.serving import Refused
 from workflows import contract
-from workflows.client import EndedCase
 from workflows.contract import CaseState, CaseStatus, CaseSummary
 from workflows.domain.message import CallId, Identifier, Message
 from workflows.domain.policies import DEFAULT_POLICY, PolicyError, PolicyName, PolicyOverrides
 from workflows.domain.validation import describe_validation_error
+from workflows.listing import EndedCase
 
 
 class OpenCase(Message):

@@ -14,8 +14,9 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from worker.case_view import render_ended, render_status
-from workflows.client import DepositReport, EndedCase
+from workflows.client import DepositReport
 from workflows.contract import CaseStatus, CaseSummary, DepositBooking
+from workflows.listing import EndedCase
 
 # What ``--json`` prints: an object, or a list of objects.
 Document = Mapping[str, object] | Sequence[Mapping[str, object]]

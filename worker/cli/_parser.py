@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from workflows.client import LISTED_STATES
 from workflows.domain.policies import MAX_DEADLINE, describe_span
+from workflows.listing import LISTED_STATES
 
 DESCRIPTION = "``margin-call``: the command line of the case manager (see docs/design.md for the contract)."
 # The commands that run until stopped log at INFO; the others print only their answer.
