@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 from worker.case_view import render_ended, render_status
-from workflows.client import EndedCase
+from workflows.listing import EndedCase
 from workflows.contract import CaseState, CaseStatus, TimelineEntry
 from workflows.domain.money import display_money
 
