@@ -2,16 +2,15 @@
 
 Deterministic orchestration only: activities are called by name (so this module
 never imports asyncpg or httpx), time is ``workflow.now()``, and every decision
-about money is taken on figures the ledger returned. Notices run beside the
-case, never in its way: a dead notifier cannot delay a deadline or a stage.
+about money is taken on figures the ledger returned.
 
-The lifecycle (open, wait for money or time, liquidate in stages, close) and
-the message handlers that change it (deposits, staff actions, the status
-query) are one module on purpose: they share one state machine, and a reader
-checking that a deposit can never race a stage needs both on one page. What
-is not the lifecycle lives beside it: the wake-up timer (``timer.py``), the
-notices (``notices.py``), the words, figures and metrics (``narrative.py``),
-and the validation of messages (``domain/validation.py``).
+This module is the lifecycle (open, wait for money, time, risk or staff,
+liquidate in stages, close) and the message handlers that feed it, which share
+its state machine: a reader checking that a deposit can never race a stage has
+both on one page. What is not the lifecycle lives beside it: what the case has
+on record and the checks a message must pass (``record.py``), the wake-up timer
+(``timer.py``), the notices (``notices.py``), and the words, search attributes
+and metrics (``narrative.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -30,12 +28,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import contract, narrative
     from workflows.contract import (
-        CLOSED_STATES,
         BankruptcyRequest,
         BankruptcySettlement,
         CaseClosing,
         CaseEvent,
-        CaseInput,
         CaseOpening,
         CaseOutcome,
         CaseState,
@@ -43,29 +39,23 @@ with workflow.unsafe.imports_passed_through():
         DeadlineExtension,
         Deposit,
         DepositReceipt,
-        Notice,
         NoticeKind,
         RiskEscalation,
         StaffAction,
-        StageRecord,
         StageRequest,
         StageResult,
-        TimelineEntry,
         Waiver,
     )
     from workflows.domain.liquidation import plan_stage
-    from workflows.domain.money import AmountError, display_money, money_amount
-    from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
     from workflows.domain.portfolio import MarginSnapshot
     from workflows.domain.validation import Submission, parse
     from workflows.notices import NoticeSender
-    from workflows.timer import WakeUpTimer
+    from workflows.record import CaseRecord, case_input
+    from workflows.timer import DeadlineTimer
 
-ZERO = Decimal(0)
 T = TypeVar("T")
 # Since this patch a case closes without waiting for its notices (the ledger's outbox delivers them).
 NOTICES_AFTER_CLOSE = "notices-after-close"
-AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEPOSIT})
 
 # Ledger work must finish: retry until it does, except for errors the ledger
 # marks non-retryable (unknown account, idempotency conflict, ...).
@@ -86,55 +76,21 @@ class Trigger(StrEnum):
 class MarginCallWorkflow:
     @workflow.init
     def __init__(self, case: Any = None, *extra: Any) -> None:
-        # Any start is taken, even a malformed one from the ``temporal`` CLI
-        # (no input, a string, two arguments): the input arrives as raw JSON and
-        # a bad one fails the case at once with words naming the field, instead
-        # of failing every workflow task (a wedged case that blocks the account).
-        self._input_problem: str | None = None
-        if extra:
-            self._input_problem = f"input: one argument expected, got {1 + len(extra)}"
-        elif not isinstance(case, dict | BaseModel):
-            self._input_problem = f"input: must be a JSON object, got {type(case).__name__}"
-        else:
-            try:
-                case = parse(CaseInput, case)
-            except ValueError as problem:
-                self._input_problem = str(problem)
-        if self._input_problem is not None:
-            raw = case if isinstance(case, dict) else {}
-            case = CaseInput.model_construct(
-                account_id=str(raw.get("account_id", "?"))[:128], call_id="invalid", policy=CasePolicy()
-            )
-        self._input: CaseInput = case
-        self._case_id = contract.case_id(case.account_id, case.call_id)
-        self._state = CaseState.OPEN
-        self._opened_at = workflow.now()
-        self._closed_at: datetime | None = None
-        self._deadline: datetime | None = None
-        self._deadline_set_at = self._opened_at
-        self._reminders_sent: set[datetime] = set()
-        self._snapshot: MarginSnapshot | None = None
-        self._snapshot_version = 0
-        self._recheck = False
+        # Any start is taken (see ``case_input``): a bad one fails the case in ``run``, naming the field.
+        parsed, self._input_problem = case_input(case, extra)
+        self._record = CaseRecord(input=parsed, opened_at=workflow.now())
+        self._recheck = False  # a deposit or the risk monitor asks for a re-read of the ledger
         self._escalated = False
-        self._forced: StaffAction | None = None
-        self._waived: Waiver | None = None
-        self._deposits: list[str] = []
-        self._stages: list[StageRecord] = []
-        self._fees = ZERO
-        self._fund_used = ZERO
-        self._uncovered = ZERO
-        self._notices = NoticeSender(lambda: self._input.policy.notice_delivery_window, self._log)
-        self._notices_owed: list[str] = []
+        self._reminders_sent: set[datetime] = set()
+        self._notices = NoticeSender(lambda: self._record.policy.notice_delivery_window, self._record.log)
         self._notices_after_close = True
-        self._staff_actions = 0
-        self._timeline: list[TimelineEntry] = []
-        self._timer = WakeUpTimer()
+        self._timer = DeadlineTimer()
 
     # --- the case ---------------------------------------------------------------
 
     @workflow.run
     async def run(self, case: Any = None, *extra: Any) -> CaseOutcome:
+        record = self._record
         # Asked first, before any local activity: a patch marker recorded after
         # local activity markers in the same task does not replay.
         self._notices_after_close = workflow.patched(NOTICES_AFTER_CLOSE)
@@ -144,16 +100,15 @@ class MarginCallWorkflow:
                 type=contract.CASE_NOT_OPENED,
                 non_retryable=True,
             )
-        case = self._input
         if workflow.info().typed_search_attributes.get(contract.MARGIN_CALL_STATE) is None:
-            self._publish()  # started without our search attributes (e.g. the temporal CLI)
+            narrative.publish(record)  # started without our search attributes (e.g. the temporal CLI)
         opening = CaseOpening(
-            case_id=self._case_id,
-            account_id=case.account_id,
-            call_id=case.call_id,
-            opened_at=self._opened_at,
-            policy_name=case.policy_name,
-            policy=case.policy,
+            case_id=record.case_id,
+            account_id=record.account_id,
+            call_id=record.input.call_id,
+            opened_at=record.opened_at,
+            policy_name=record.input.policy_name,
+            policy=record.policy,
         )
         try:
             snapshot = await self._ledger(
@@ -161,102 +116,97 @@ class MarginCallWorkflow:
             )
         except ActivityError as error:
             raise ApplicationError(
-                f"cannot open a case for {case.account_id}: {error.cause or error}",
+                f"cannot open a case for {record.account_id}: {error.cause or error}",
                 type=contract.CASE_NOT_OPENED,
                 non_retryable=True,
             ) from error
         self._observe(snapshot)
         narrative.case_opened()
-        self._log(
-            f"opened: equity {self._fmt(snapshot.figures.equity)}, "
-            f"maintenance {self._fmt(snapshot.figures.maintenance_margin)}"
-        )
+        record.log(narrative.opened_line(snapshot))
         if not snapshot.in_breach:
             return await self._close(CaseState.CURED, "account above maintenance before notice", notify=False)
 
-        self._deadline = self._opened_at + case.policy.deadline
-        self._deadline_set_at = self._opened_at
+        record.deadline = record.opened_at + record.policy.deadline
+        record.deadline_set_at = record.opened_at
         # NOTIFIED and AWAITING_DEPOSIT fall in the same workflow task: one upsert for both.
         self._set_state(CaseState.NOTIFIED, search=False)
-        self._notify(NoticeKind.OPENED, "opened", self._call_message())
+        self._notify(NoticeKind.OPENED, "opened", narrative.call_message(record))
         self._set_state(CaseState.AWAITING_DEPOSIT)
 
         trigger = await self._await_deposit_or_deadline()
         if trigger == Trigger.CURED:
             return await self._close(CaseState.CURED, "account back above maintenance")
         if trigger == Trigger.WAIVED:
-            assert self._waived is not None
-            return await self._close(
-                CaseState.WAIVED, f"waived by {self._waived.operator}: {self._waived.reason}"
-            )
+            assert record.waiver is not None
+            waiver = record.waiver
+            return await self._close(CaseState.WAIVED, f"waived by {waiver.operator}: {waiver.reason}")
         return await self._liquidate(trigger)
 
     async def _await_deposit_or_deadline(self) -> Trigger:
         """Wait for money, time, risk or staff; returns what ended the wait."""
-        policy = self._input.policy
+        record = self._record
         while True:
             if self._recheck:
                 self._recheck = False
                 await self._reread("Re-read the account after a deposit or a market move")
-            if self._snapshot is not None and not self._snapshot.in_breach:
+            if record.healthy:
                 return Trigger.CURED
-            if self._waived is not None:
+            if record.waiver is not None:
                 return Trigger.WAIVED
-            if self._forced is not None:
+            if record.forced is not None:
                 return Trigger.FORCED
-            if self._escalated or self._past_hard_threshold():
+            if self._escalated or record.past_hard_threshold():
                 return Trigger.ESCALATED
-            assert self._deadline is not None
+            deadline = record.deadline
+            assert deadline is not None
             now = workflow.now()
-            if now >= self._deadline:
+            if now >= deadline:
                 # The ledger decides: a deposit that arrived without a message still counts.
                 await self._reread("Re-read the account at the deadline")
-                if self._snapshot is not None and not self._snapshot.in_breach:
-                    return Trigger.CURED
-                return Trigger.DEADLINE
+                return Trigger.CURED if record.healthy else Trigger.DEADLINE
             due = sorted(
-                self._deadline - before
-                for before in policy.reminders_before_deadline
-                if self._deadline - before > self._deadline_set_at
-                and self._deadline - before not in self._reminders_sent
+                deadline - before
+                for before in record.policy.reminders_before_deadline
+                if deadline - before > record.deadline_set_at
+                and deadline - before not in self._reminders_sent
             )
             if due and due[0] <= now:
                 self._reminders_sent.add(due[0])
                 await self._reread("Re-read the account for the reminder")
-                if self._snapshot is not None and self._snapshot.in_breach:
-                    self._notify(
-                        NoticeKind.REMINDER, f"reminder:{len(self._reminders_sent)}", self._call_message()
-                    )
+                if record.in_breach:
+                    reminder = f"reminder:{len(self._reminders_sent)}"
+                    self._notify(NoticeKind.REMINDER, reminder, narrative.call_message(record))
                 continue
-            wake_at = min([self._deadline, *due])
-            self._timer.set(wake_at, "deposit deadline" if wake_at == self._deadline else "next reminder")
+            wake_at = min([deadline, *due])
+            self._timer.wake_at(wake_at, "deposit deadline" if wake_at == deadline else "next reminder")
             await workflow.wait_condition(lambda: self._needs_attention() or self._timer.rang)
 
     def _needs_attention(self) -> bool:
-        return self._recheck or self._escalated or self._forced is not None or self._waived is not None
+        record = self._record
+        return self._recheck or self._escalated or record.forced is not None or record.waiver is not None
 
     async def _liquidate(self, trigger: Trigger) -> CaseOutcome:
-        policy = self._input.policy
-        self._timer.set(None, "")
+        record = self._record
+        self._timer.stop()
         self._set_state(CaseState.LIQUIDATING)
-        self._log(f"liquidation starts ({trigger})")
+        record.log(f"liquidation starts ({trigger})")
         if trigger != Trigger.DEADLINE:
             await self._reread("Re-read the account before liquidating")
         while True:
             if self._recheck:
                 self._recheck = False
                 await self._reread("Re-read the account after a deposit")
-            snapshot = self._snapshot
+            snapshot = record.snapshot
             assert snapshot is not None
             if not snapshot.portfolio.positions:
                 return await self._close_out(snapshot)
             if not snapshot.in_breach:
                 # Never liquidate an account the ledger shows above maintenance.
-                state = CaseState.RESTORED if self._stages else CaseState.CURED
+                state = CaseState.RESTORED if record.stages else CaseState.CURED
                 return await self._close(state, "account back above maintenance")
-            stage = len(self._stages) + 1
-            liquidation = policy.liquidation
-            if stage >= policy.max_stages:
+            stage = len(record.stages) + 1
+            liquidation = record.policy.liquidation
+            if stage >= record.policy.max_stages:
                 liquidation = liquidation.model_copy(update={"fraction_per_stage": Decimal(1)})
             # Planning is pure arithmetic on the snapshot the ledger returned:
             # done here, not as an activity, it costs no history event, and the
@@ -265,32 +215,32 @@ class MarginCallWorkflow:
             try:
                 result = await self._ledger(
                     contract.ACTIVITY_LIQUIDATION_STAGE,
-                    StageRequest(case_id=self._case_id, stage=stage, plan=plan),
+                    StageRequest(case_id=record.case_id, stage=stage, plan=plan),
                     StageResult,
-                    f"Liquidation stage {stage}: "
-                    + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
+                    narrative.stage_summary(stage, plan),
                     local=False,
                 )
             except ActivityError as error:
-                if not (
+                refused = (
                     isinstance(error.cause, ApplicationError)
                     and error.cause.type == contract.ACCOUNT_ABOVE_MAINTENANCE
-                ):
+                )
+                if not refused:
                     raise
                 # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
                 await self._reread("Re-read the account: the ledger refused to sell from a healthy account")
                 continue
             self._record_stage(result)
             after = result.snapshot_after
-            if after.in_breach and after.portfolio.positions and policy.pause_between_stages > timedelta(0):
+            pause = record.policy.pause_between_stages
+            if after.in_breach and after.portfolio.positions and pause > timedelta(0):
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
-                        lambda: self._recheck,
-                        timeout=policy.pause_between_stages,
-                        timeout_summary="pause between stages",
+                        lambda: self._recheck, timeout=pause, timeout_summary="pause between stages"
                     )
 
     async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
+        record = self._record
         # Debt in the settlement currency backed by other collateral is settled
         # too (that collateral sold), or nothing would ever watch it again.
         in_debt = any(c.asset == snapshot.currency and c.amount < 0 for c in snapshot.portfolio.collateral)
@@ -298,40 +248,32 @@ class MarginCallWorkflow:
             return await self._close(CaseState.CLOSED_OUT, "every position closed")
         settlement = await self._ledger(
             contract.ACTIVITY_SETTLE_BANKRUPTCY,
-            BankruptcyRequest(case_id=self._case_id, fee_rate=self._input.policy.liquidation.fee_rate),
+            BankruptcyRequest(case_id=record.case_id, fee_rate=record.policy.liquidation.fee_rate),
             BankruptcySettlement,
             "Sell other collateral, then cover what is still negative from the insurance fund",
         )
-        self._fund_used = settlement.covered_by_insurance_fund
-        self._uncovered = settlement.uncovered_loss
+        record.add_settlement(settlement)
         for sale in settlement.collateral_sold:
-            self._fees += sale.fee
-            self._log(
-                f"sold {sale.amount.normalize()} {sale.asset} collateral at {self._fmt(sale.price)}: "
-                f"proceeds {self._fmt(sale.proceeds)}, fee {self._fmt(sale.fee)} to the insurance fund"
-            )
+            record.log(narrative.sale_line(sale))
         if settlement.deficit == 0:
             # Haircut equity was negative, but the trader's other collateral covered the loss.
             await self._reread("Re-read the account after selling collateral")
             return await self._close(
                 CaseState.CLOSED_OUT, "every position closed; collateral sold to cover the loss"
             )
-        self._log(
-            f"bankrupt: deficit {self._fmt(settlement.deficit)}, insurance fund covered "
-            f"{self._fmt(settlement.covered_by_insurance_fund)}, uncovered loss "
-            f"{self._fmt(settlement.uncovered_loss)} recorded for auto-deleveraging"
-        )
+        record.log(narrative.bankrupt_line(settlement))
         await self._reread("Re-read the account after settlement")
         return await self._close(CaseState.BANKRUPT, "equity below zero after close-out")
 
     async def _close(self, state: CaseState, why: str, *, notify: bool = True) -> CaseOutcome:
+        record = self._record
         # The deadline timer is left to lapse with the case rather than cancelled:
         # a closed workflow's timers go without a history event, a cancel costs one.
-        self._closed_at = workflow.now()
+        record.closed_at = workflow.now()
         self._set_state(state)
         narrative.case_closed(state)
-        self._log(f"closed {state.value}: {why}")
-        message = f"Margin call closed: {state.value} ({why})."
+        record.log(f"closed {state.value}: {why}")
+        message = narrative.closed_message(state, why)
         if self._notices_after_close:
             # The case completes now, so a new breach of the account opens a new
             # case at once; what it still owes the trader (the close notice and
@@ -339,14 +281,14 @@ class MarginCallWorkflow:
             # case record, and the dispatcher delivers it.
             owed = self._notices.owed()
             if notify:
-                owed.append(self._notice(NoticeKind.CLOSED, "closed", message))
+                owed.append(narrative.notice(record, NoticeKind.CLOSED, "closed", message))
             await workflow.wait_condition(workflow.all_handlers_finished)
-            self._notices_owed = [notice.notice_id for notice in owed]
+            record.notices_owed = [notice.notice_id for notice in owed]
             closing = CaseClosing(
                 status=self.status(),
                 notices=owed,
-                notice_delivery_window=self._input.policy.notice_delivery_window,
-                waiver=self._waived if state == CaseState.WAIVED else None,
+                notice_delivery_window=record.policy.notice_delivery_window,
+                waiver=record.waiver if state == CaseState.WAIVED else None,
             )
         else:
             # Histories recorded before the outbox waited here for every notice.
@@ -355,44 +297,43 @@ class MarginCallWorkflow:
             await self._notices.all_settled()
             await workflow.wait_condition(workflow.all_handlers_finished)
             closing = CaseClosing(status=self.status())
-        status = closing.status
         await self._ledger(
             contract.ACTIVITY_CLOSE_CASE, closing, type(None), f"Record the outcome: {state.value}"
         )
         return CaseOutcome(
-            case_id=self._case_id, account_id=self._input.account_id, state=state, status=status
+            case_id=record.case_id, account_id=record.account_id, state=state, status=closing.status
         )
 
     # --- messages ---------------------------------------------------------------
     # Handlers take a ``Submission`` and parse it themselves, so that a bad
     # message is refused with words that name the field (see validation.py).
+    # Validators run before an update is accepted and leave no trace in history.
 
     @workflow.signal(name=contract.SIGNAL_DEPOSIT)
     def deposit(self, submission: Submission) -> None:
         """A deposit handler credited the ledger; count the id once and re-read the account."""
         try:
             self._validate_deposit(submission)
-        except ValueError as problem:
+        except (ValueError, ApplicationError) as problem:
             # A signal has no answer: the refusal goes to the worker's log; nothing else changes.
             workflow.logger.warning("deposit signal ignored: %s", problem)
             return
-        self._count_deposit(self._parse_deposit(submission))
+        self._count_deposit(self._record.parse_deposit(submission))
 
     @workflow.update(name=contract.UPDATE_SUBMIT_DEPOSIT)
     async def submit_deposit(self, submission: Submission) -> DepositReceipt:
-        deposit = self._parse_deposit(submission)
+        record = self._record
+        deposit = record.parse_deposit(submission)
         counted = self._count_deposit(deposit)
         if counted:
-            seen = self._snapshot_version
-            await workflow.wait_condition(
-                lambda: self._snapshot_version > seen or self._state in CLOSED_STATES
-            )
-        snapshot = self._snapshot
+            seen = record.snapshot_version
+            await workflow.wait_condition(lambda: record.snapshot_version > seen or record.closed)
+        snapshot = record.snapshot
         assert snapshot is not None
         return DepositReceipt(
             deposit_id=deposit.deposit_id,
             counted=counted,
-            state=self._state,
+            state=record.state,
             equity=snapshot.figures.equity,
             maintenance_margin=snapshot.figures.maintenance_margin,
             shortfall=snapshot.figures.shortfall,
@@ -400,15 +341,15 @@ class MarginCallWorkflow:
 
     @submit_deposit.validator
     def _validate_deposit(self, submission: Submission) -> None:
-        deposit = self._parse_deposit(submission)
-        if self._state in CLOSED_STATES:
+        record = self._record
+        deposit = record.parse_deposit(submission)
+        if record.closed:
+            # Typed, so that the client tells "no open case" from a bad deposit without reading words.
             raise ApplicationError(
-                f"case is closed ({self._state.value}); the deposit stays credited to the account",
+                f"case is closed ({record.state.value}); the deposit stays credited to the account",
                 type=contract.CASE_CLOSED,
             )
-        problem = self._deposit_problem(deposit)
-        if problem is not None:
-            raise ValueError(problem)
+        record.check_deposit(deposit)
 
     @workflow.signal(name=contract.SIGNAL_RISK_ESCALATED)
     def risk_escalated(self, submission: Submission) -> None:
@@ -417,185 +358,131 @@ class MarginCallWorkflow:
         The monitor's figures go to the timeline (what it saw, and when); the
         case acts only on the ledger's own figures, read again now.
         """
-        if self._state in CLOSED_STATES:
+        if self._record.closed:
             return
         try:
             seen = parse(RiskEscalation, submission)
         except ValueError as problem:
             workflow.logger.warning("risk escalation figures ignored: %s", problem)
         else:
-            self._log(
-                f"risk monitor saw equity {self._fmt(seen.equity)} against maintenance "
-                f"{self._fmt(seen.maintenance_margin)}; re-reading the ledger"
-            )
+            self._record.log(narrative.escalation_line(seen))
         self._recheck = True
 
     @workflow.update(name=contract.UPDATE_EXTEND_DEADLINE)
     async def extend_deadline(self, submission: Submission) -> CaseStatus:
+        record = self._record
         extension = parse(DeadlineExtension, submission)
-        old = self._deadline
-        self._deadline = extension.new_deadline
-        self._deadline_set_at = workflow.now()
-        self._publish()
+        old = record.deadline
+        record.deadline = extension.new_deadline
+        record.deadline_set_at = workflow.now()
+        narrative.publish(record)
         await self._staff_event(
-            "extend_deadline", extension, f"deadline moved from {old} to {self._deadline}"
+            "extend_deadline", extension, f"deadline moved from {old} to {record.deadline}"
         )
         return self.status()
 
     @extend_deadline.validator
     def _validate_extension(self, submission: Submission) -> None:
-        extension = parse(DeadlineExtension, submission)
-        if self._state not in AWAITING or self._deadline is None:
-            raise ValueError(f"state: cannot extend the deadline of a case that is {self._state.value}")
-        if extension.new_deadline <= self._deadline:
-            raise ValueError(
-                f"new_deadline: must be later than the current deadline {self._deadline.isoformat()}"
-            )
-        latest = self._opened_at + self._input.policy.deadline + self._input.policy.max_deadline_extension
-        if extension.new_deadline > latest:
-            raise ValueError(f"new_deadline: policy allows at most {latest.isoformat()}")
+        self._record.check_extension(parse(DeadlineExtension, submission))
 
     @workflow.update(name=contract.UPDATE_WAIVE)
     async def waive(self, submission: Submission) -> CaseStatus:
         action = parse(Waiver, submission)
-        self._waived = action
-        scope = f"until {action.until.isoformat()}" if action.until else "until the account recovers"
-        await self._staff_event("waive", action, f"case waived without liquidation; holds {scope}")
-        await workflow.wait_condition(lambda: self._state in CLOSED_STATES)
+        self._record.waiver = action
+        await self._staff_event("waive", action, narrative.waiver_line(action))
+        await workflow.wait_condition(lambda: self._record.closed)
         return self.status()
 
     @waive.validator
     def _validate_waive(self, submission: Submission) -> None:
-        waiver = parse(Waiver, submission)
-        if self._waived is not None:
-            raise ValueError(f"state: already waived by {self._waived.operator}")
-        if self._state not in AWAITING or self._stages:
-            raise ValueError(f"state: cannot waive a case that is {self._state.value}")
-        if waiver.until is not None:  # a time without a zone is refused by the model
-            now = workflow.now()
-            if not now < waiver.until <= now + MAX_DEADLINE:
-                raise ValueError(f"until: must be after now and at most {describe_span(MAX_DEADLINE)} ahead")
+        self._record.check_waiver(parse(Waiver, submission))
 
     @workflow.update(name=contract.UPDATE_FORCE_LIQUIDATION)
     async def force_liquidation(self, submission: Submission) -> CaseStatus:
         action = parse(StaffAction, submission)
-        self._forced = action
+        self._record.forced = action
         await self._staff_event("force_liquidation", action, "liquidation forced")
         return self.status()
 
     @force_liquidation.validator
     def _validate_force(self, submission: Submission) -> None:
         parse(StaffAction, submission)
-        if self._state not in AWAITING or self._waived is not None:
-            raise ValueError(f"state: cannot force liquidation of a case that is {self._state.value}")
+        self._record.check_force()
 
     @workflow.query(name=contract.QUERY_STATUS)
     def status(self) -> CaseStatus:
-        figures = self._snapshot.figures if self._snapshot else None
-        return CaseStatus(
-            case_id=self._case_id,
-            account_id=self._input.account_id,
-            call_id=self._input.call_id,
-            state=self._state,
-            currency=self._snapshot.currency if self._snapshot else None,
-            opened_at=self._opened_at,
-            deadline=self._deadline,
-            equity=figures.equity if figures else None,
-            maintenance_margin=figures.maintenance_margin if figures else None,
-            shortfall=figures.shortfall if figures else None,
-            deposit_needed=self._deposit_needed(),
-            deposits_counted=list(self._deposits),
-            stages=list(self._stages),
-            fees_to_insurance_fund=self._fees,
-            insurance_fund_used=self._fund_used,
-            uncovered_loss=self._uncovered,
-            notices_sent=self._notices.sent,
-            notices_failed=list(self._notices.failed),
-            notices_owed=list(self._notices_owed),
-            timeline=list(self._timeline),
-            closed_at=self._closed_at,
-        )
+        return self._record.status(self._notices.sent, self._notices.failed)
 
-    # --- helpers ----------------------------------------------------------------
-
-    def _parse_deposit(self, submission: Submission) -> Deposit:
-        """The deposit, naming this case's account when the message does not (as recorded before it did)."""
-        return parse(Deposit, {"account_id": self._input.account_id, **submission.model_dump()})
-
-    def _deposit_problem(self, deposit: Deposit) -> str | None:
-        if deposit.account_id != self._input.account_id:
-            return "account_id: this case is for another account; report the deposit to that account's case"
-        currency = self._snapshot.currency if self._snapshot else None
-        if currency is not None and deposit.currency != currency:
-            return f"currency: this case settles in {currency}, not {deposit.currency}"
-        try:
-            places = self._snapshot.places if self._snapshot else None
-            money_amount(deposit.amount, deposit.currency, places=places)
-        except AmountError as error:
-            return str(error)
-        return None
+    # --- steps ------------------------------------------------------------------
 
     def _count_deposit(self, deposit: Deposit) -> bool:
-        if deposit.deposit_id in self._deposits:
+        if not self._record.count_deposit(deposit):
             return False
-        self._deposits.append(deposit.deposit_id)
         narrative.deposit_counted()
-        self._log(f"deposit {deposit.deposit_id} of {deposit.amount} {deposit.currency} reported")
+        self._record.log(narrative.deposit_line(deposit))
         self._recheck = True
         return True
 
     async def _reread(self, summary: str) -> None:
         self._observe(
             await self._ledger(
-                contract.ACTIVITY_READ_ACCOUNT, self._input.account_id, MarginSnapshot, summary
+                contract.ACTIVITY_READ_ACCOUNT, self._record.account_id, MarginSnapshot, summary
             )
         )
 
     def _observe(self, snapshot: MarginSnapshot) -> None:
-        self._snapshot = snapshot
-        self._snapshot_version += 1
-        if snapshot.in_breach and self._past_hard_threshold():
+        self._record.observe(snapshot)
+        if snapshot.in_breach and self._record.past_hard_threshold():
             self._escalated = True
-        self._publish(search=False)
-
-    def _past_hard_threshold(self) -> bool:
-        if self._snapshot is None:
-            return False
-        figures = self._snapshot.figures
-        return figures.equity < figures.maintenance_margin * self._input.policy.hard_threshold
-
-    def _deposit_needed(self) -> Decimal | None:
-        return narrative.deposit_needed(self._snapshot)
+        narrative.publish(self._record, search=False)
 
     def _record_stage(self, result: StageResult) -> None:
         after = result.snapshot_after
-        self._stages.append(
-            StageRecord(
-                stage=result.stage,
-                fills=result.fills,
-                sold_notional=result.sold_notional,
-                fee=result.fee,
-                equity_after=after.figures.equity,
-                maintenance_after=after.figures.maintenance_margin,
-                executed_at=workflow.now(),
-            )
-        )
-        self._fees += result.fee
+        self._record.add_stage(result)
         narrative.stage_booked(result)
-        sold = narrative.describe_fills(result.fills)
-        self._log(
-            f"stage {result.stage} {sold or 'sold nothing'}, fee {self._fmt(result.fee)} to the insurance fund"
-        )
+        self._record.log(narrative.stage_line(result))
         self._observe(after)
         # The stage count is a search attribute; when this stage ends the
         # liquidation, the close that follows upserts it with the outcome.
-        self._publish(search=after.in_breach and bool(after.portfolio.positions))
+        narrative.publish(self._record, search=after.in_breach and bool(after.portfolio.positions))
         self._notify(
             NoticeKind.LIQUIDATION_STAGE,
             f"stage:{result.stage}",
-            f"Liquidation stage {result.stage}: {sold}; fee {self._fmt(result.fee)}.",
+            narrative.stage_message(result),
             stage=result,
         )
+
+    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
+        record = self._record
+        record.staff_actions += 1
+        record.log(narrative.staff_line(what, action))
+        self._notify(
+            NoticeKind.STAFF_ACTION,
+            f"staff:{record.staff_actions}",
+            narrative.staff_message(what, action),
+            operator=action.operator,
+            reason=action.reason,
+        )
+        event = CaseEvent(
+            case_id=record.case_id,
+            event_id=f"{kind}:{record.staff_actions}",
+            kind=kind,
+            operator=action.operator,
+            reason=action.reason,
+            detail=what,
+            at=workflow.now(),
+        )
+        await self._ledger(
+            contract.ACTIVITY_RECORD_CASE_EVENT, event, type(None), f"Record {kind} by {action.operator}"
+        )
+
+    def _set_state(self, state: CaseState, *, search: bool = True) -> None:
+        self._record.state = state
+        narrative.publish(self._record, search=search)
+
+    def _notify(self, kind: NoticeKind, suffix: str, message: str, **details: Any) -> None:
+        """Send a notice beside the case: retried within its window, never awaited by the case."""
+        self._notices.send(narrative.notice(self._record, kind, suffix, message, **details))
 
     async def _ledger(
         self, activity: str, arg: object, result_type: type[T], summary: str, *, local: bool = True
@@ -609,17 +496,9 @@ class MarginCallWorkflow:
         activity: its plan is written to history before it runs, so a retry
         sells exactly what the first attempt planned, or finds it done.
         """
-        timeout = self._input.policy.ledger_attempt_timeout
-        if local:
-            return await workflow.execute_local_activity(  # type: ignore[no-any-return]
-                activity,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=timeout,
-                retry_policy=LEDGER_RETRY,
-                summary=summary,
-            )
-        return await workflow.execute_activity(  # type: ignore[no-any-return]
+        timeout = self._record.policy.ledger_attempt_timeout
+        execute = workflow.execute_local_activity if local else workflow.execute_activity
+        return await execute(  # type: ignore[no-any-return]
             activity,
             arg,
             result_type=result_type,
@@ -627,93 +506,3 @@ class MarginCallWorkflow:
             retry_policy=LEDGER_RETRY,
             summary=summary,
         )
-
-    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
-        self._staff_actions += 1
-        self._log(f"{what} by {action.operator}: {action.reason}")
-        self._notify(
-            NoticeKind.STAFF_ACTION,
-            f"staff:{self._staff_actions}",
-            f"{what} by support staff: {action.reason}",
-            operator=action.operator,
-            reason=action.reason,
-        )
-        await self._ledger(
-            contract.ACTIVITY_RECORD_CASE_EVENT,
-            CaseEvent(
-                case_id=self._case_id,
-                event_id=f"{kind}:{self._staff_actions}",
-                kind=kind,
-                operator=action.operator,
-                reason=action.reason,
-                detail=what,
-                at=workflow.now(),
-            ),
-            type(None),
-            f"Record {kind} by {action.operator}",
-        )
-
-    def _set_state(self, state: CaseState, *, search: bool = True) -> None:
-        self._state = state
-        self._publish(search=search)
-
-    def _publish(self, *, search: bool = True) -> None:
-        """Keep the Web UI's details current, and the search attributes at each transition.
-
-        Search attributes are upserted only when state, stage or deadline move
-        (each upsert is a history event); the shortfall rides along then.
-        """
-        updates = narrative.search_updates(
-            self._state, self._input.account_id, self._snapshot, len(self._stages), self._deadline
-        )
-        current = workflow.info().typed_search_attributes
-        if search and any(current.get(u.key) != u.value for u in updates):
-            workflow.upsert_search_attributes(updates)
-        workflow.set_current_details(
-            narrative.details(
-                self._state,
-                self._input.account_id,
-                self._case_id,
-                self._snapshot,
-                self._deadline if self._state in AWAITING else None,
-                len(self._stages),
-                self._fees,
-            )
-        )
-
-    def _call_message(self) -> str:
-        return narrative.call_message(self._input.account_id, self._snapshot, self._deadline)
-
-    def _notify(self, kind: NoticeKind, suffix: str, message: str, **details: Any) -> None:
-        """Send a notice beside the case: retried within its window, never awaited by the case."""
-        self._notices.send(self._notice(kind, suffix, message, **details))
-
-    def _notice(
-        self,
-        kind: NoticeKind,
-        suffix: str,
-        message: str,
-        *,
-        stage: StageResult | None = None,
-        operator: str | None = None,
-        reason: str | None = None,
-    ) -> Notice:
-        return narrative.notice(
-            kind,
-            f"{self._case_id}:{suffix}",
-            message,
-            case_id=self._case_id,
-            account_id=self._input.account_id,
-            state=self._state,
-            snapshot=self._snapshot,
-            deadline=self._deadline,
-            stage=stage,
-            operator=operator,
-            reason=reason,
-        )
-
-    def _log(self, what: str) -> None:
-        self._timeline.append(TimelineEntry(at=workflow.now(), what=what))
-
-    def _fmt(self, value: Decimal) -> str:
-        return display_money(value)

@@ -1,126 +1,108 @@
-"""How a case tells its story: the Web UI's details, search attributes, notice wording and metrics.
+"""How a case tells its story: the Web UI's details, search attributes, notices, timeline and metrics.
 
-Pulled out of the workflow so that ``case.py`` reads as the lifecycle. Nothing
-here decides anything about money: these functions only describe figures the
-ledger returned. Deterministic (workflow code): no clock but the one passed in,
-no I/O; metrics go through ``workflow.metric_meter()``, which replay skips.
+Pulled out of the workflow so that ``case.py`` reads as the lifecycle: it
+decides, and this module says so in people's words. Nothing here decides
+anything about money: these functions only describe figures the ledger
+returned (money as people read it is ``display_money``, one rule for the
+case, its notices and the CLI). Workflow code, deterministic: time is
+``workflow.now()``, no I/O; the search attribute upsert is the one command
+issued here, and ``publish`` issues it exactly when the case used to; metrics
+go through ``workflow.metric_meter()``, which replay skips.
 """
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 
 from workflows import contract
-from workflows.contract import CaseState, Notice, NoticeKind, StageResult
-from workflows.domain.liquidation import Fill
-from workflows.domain.money import DISPLAY_PRECISION, display_money
+from workflows.contract import (
+    BankruptcySettlement,
+    CaseState,
+    CollateralSale,
+    Deposit,
+    Notice,
+    NoticeKind,
+    RiskEscalation,
+    StaffAction,
+    StageResult,
+    Waiver,
+)
+from workflows.domain.liquidation import Fill, LiquidationPlan
+from workflows.domain.money import display_money as money
 from workflows.domain.portfolio import MarginSnapshot
-
-# Enough significant digits that quantizing any figure the ledger can hold never overflows the context.
-FIGURE_PRECISION = DISPLAY_PRECISION
+from workflows.record import AWAITING, CaseRecord, deposit_needed
 
 
-def deposit_needed(snapshot: MarginSnapshot | None) -> Decimal | None:
-    """The shortfall in the settlement currency's units, rounded up: a deposit of this much cures."""
-    if snapshot is None:
-        return None
-    with decimal.localcontext() as ctx:
-        ctx.prec = FIGURE_PRECISION
-        return snapshot.figures.shortfall.quantize(
-            Decimal(1).scaleb(-snapshot.places), rounding=decimal.ROUND_UP
-        )
+def publish(record: CaseRecord, *, search: bool = True) -> None:
+    """Keep the Web UI's details current, and the search attributes at each transition.
+
+    Search attributes are upserted only when state, stage or deadline move
+    (each upsert is a history event); the shortfall rides along then.
+    """
+    updates = search_updates(record)
+    current = workflow.info().typed_search_attributes
+    if search and any(current.get(u.key) != u.value for u in updates):
+        workflow.upsert_search_attributes(updates)
+    workflow.set_current_details(details(record))
 
 
-def search_updates(
-    state: CaseState, account_id: str, snapshot: MarginSnapshot | None, stages: int, deadline: datetime | None
-) -> list[SearchAttributeUpdate[Any]]:
+def search_updates(record: CaseRecord) -> list[SearchAttributeUpdate[Any]]:
     """The case's search attributes: what support staff filter the case list by."""
+    snapshot = record.snapshot
     shortfall = float(snapshot.figures.shortfall) if snapshot else 0.0
     updates: list[SearchAttributeUpdate[Any]] = [
-        contract.MARGIN_CALL_STATE.value_set(state.value),
-        contract.ACCOUNT_ID.value_set(account_id),
+        contract.MARGIN_CALL_STATE.value_set(record.state.value),
+        contract.ACCOUNT_ID.value_set(record.account_id),
         contract.MARGIN_SHORTFALL.value_set(shortfall),
-        contract.LIQUIDATION_STAGE.value_set(stages),
+        contract.LIQUIDATION_STAGE.value_set(len(record.stages)),
     ]
-    if deadline is not None:
-        updates.append(contract.DEPOSIT_DEADLINE.value_set(deadline))
+    if record.deadline is not None:
+        updates.append(contract.DEPOSIT_DEADLINE.value_set(record.deadline))
     return updates
 
 
-def details(
-    state: CaseState,
-    account_id: str,
-    case_id: str,
-    snapshot: MarginSnapshot | None,
-    deadline: datetime | None,
-    stages: int,
-    fees: Decimal,
-) -> str:
+def details(record: CaseRecord) -> str:
     """The Web UI's current details: the case at a glance, in markdown."""
-    lines = [f"**{state.value}** · account `{account_id}` · case `{case_id}`"]
-    if snapshot is not None:
-        f = snapshot.figures
+    lines = [f"**{record.state.value}** · account `{record.account_id}` · case `{record.case_id}`"]
+    if record.snapshot is not None:
+        f = record.snapshot.figures
         lines.append(
-            f"equity {display_money(f.equity)} · maintenance {display_money(f.maintenance_margin)} · "
-            f"shortfall {display_money(f.shortfall)} {snapshot.currency}"
+            f"equity {money(f.equity)} · maintenance {money(f.maintenance_margin)} · "
+            f"shortfall {money(f.shortfall)} {record.snapshot.currency}"
         )
-    if deadline is not None:
-        lines.append(f"deposit deadline {deadline.isoformat()}")
-    if stages:
-        lines.append(f"{stages} stage(s), fees {display_money(fees)} to the insurance fund")
+    if record.deadline is not None and record.state in AWAITING:
+        lines.append(f"deposit deadline {record.deadline.isoformat()}")
+    if record.stages:
+        lines.append(f"{len(record.stages)} stage(s), fees {money(record.fees)} to the insurance fund")
     return "\n\n".join(lines)
 
 
-def call_message(account_id: str, snapshot: MarginSnapshot | None, deadline: datetime | None) -> str:
-    """The margin call itself, as the trader reads it in the opened and reminder notices."""
-    currency = snapshot.currency if snapshot else ""
-    when = deadline.isoformat() if deadline else "now"
-    return (
-        f"Margin call on account {account_id}: deposit at least {deposit_needed(snapshot)} {currency} "
-        f"by {when} or positions will be liquidated in stages."
-    )
-
-
-def describe_fills(fills: Sequence[Fill]) -> str:
-    return ", ".join(
-        f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
-        f"at {display_money(f.fill_price)}"
-        for f in fills
-    )
-
-
 def notice(
+    record: CaseRecord,
     kind: NoticeKind,
-    notice_id: str,
+    suffix: str,
     message: str,
     *,
-    case_id: str,
-    account_id: str,
-    state: CaseState,
-    snapshot: MarginSnapshot | None,
-    deadline: datetime | None,
     stage: StageResult | None = None,
     operator: str | None = None,
     reason: str | None = None,
 ) -> Notice:
-    """A notice with the figures the trader needs to act on it (``notice_id`` is stable across retries)."""
+    """A notice with the figures the trader needs to act on it; its id (case and ``suffix``) is stable across retries."""
+    snapshot = record.snapshot
     figures = snapshot.figures if snapshot else None
     return Notice(
-        notice_id=notice_id,
+        notice_id=f"{record.case_id}:{suffix}",
         kind=kind,
-        case_id=case_id,
-        account_id=account_id,
-        state=state,
+        case_id=record.case_id,
+        account_id=record.account_id,
+        state=record.state,
         occurred_at=workflow.now(),
         message=message,
-        deadline=deadline,
+        deadline=record.deadline,
         currency=snapshot.currency if snapshot else None,
         equity=figures.equity if figures else None,
         maintenance_margin=figures.maintenance_margin if figures else None,
@@ -132,6 +114,91 @@ def notice(
         operator=operator,
         reason=reason,
     )
+
+
+# --- the words: notices and the timeline -----------------------------------------
+
+
+def call_message(record: CaseRecord) -> str:
+    """The margin call itself, as the trader reads it in the opened and reminder notices."""
+    currency = record.snapshot.currency if record.snapshot else ""
+    when = record.deadline.isoformat() if record.deadline else "now"
+    return (
+        f"Margin call on account {record.account_id}: deposit at least {deposit_needed(record.snapshot)} "
+        f"{currency} by {when} or positions will be liquidated in stages."
+    )
+
+
+def opened_line(snapshot: MarginSnapshot) -> str:
+    figures = snapshot.figures
+    return f"opened: equity {money(figures.equity)}, maintenance {money(figures.maintenance_margin)}"
+
+
+def escalation_line(seen: RiskEscalation) -> str:
+    return (
+        f"risk monitor saw equity {money(seen.equity)} against maintenance "
+        f"{money(seen.maintenance_margin)}; re-reading the ledger"
+    )
+
+
+def deposit_line(deposit: Deposit) -> str:
+    return f"deposit {deposit.deposit_id} of {deposit.amount} {deposit.currency} reported"
+
+
+def describe_fills(fills: Sequence[Fill]) -> str:
+    return ", ".join(
+        f"{'sold' if f.side == 'sell' else 'bought back'} {f.quantity.normalize()} {f.instrument} "
+        f"at {money(f.fill_price)}"
+        for f in fills
+    )
+
+
+def stage_summary(stage: int, plan: LiquidationPlan) -> str:
+    """The stage activity's summary in the Web UI."""
+    return f"Liquidation stage {stage}: " + ", ".join(
+        f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders
+    )
+
+
+def stage_line(result: StageResult) -> str:
+    sold = describe_fills(result.fills)
+    return f"stage {result.stage} {sold or 'sold nothing'}, fee {money(result.fee)} to the insurance fund"
+
+
+def stage_message(result: StageResult) -> str:
+    return f"Liquidation stage {result.stage}: {describe_fills(result.fills)}; fee {money(result.fee)}."
+
+
+def sale_line(sale: CollateralSale) -> str:
+    return (
+        f"sold {sale.amount.normalize()} {sale.asset} collateral at {money(sale.price)}: "
+        f"proceeds {money(sale.proceeds)}, fee {money(sale.fee)} to the insurance fund"
+    )
+
+
+def bankrupt_line(settlement: BankruptcySettlement) -> str:
+    return (
+        f"bankrupt: deficit {money(settlement.deficit)}, insurance fund covered "
+        f"{money(settlement.covered_by_insurance_fund)}, uncovered loss "
+        f"{money(settlement.uncovered_loss)} recorded for auto-deleveraging"
+    )
+
+
+def staff_line(what: str, action: StaffAction) -> str:
+    return f"{what} by {action.operator}: {action.reason}"
+
+
+def staff_message(what: str, action: StaffAction) -> str:
+    return f"{what} by support staff: {action.reason}"
+
+
+def waiver_line(waiver: Waiver) -> str:
+    scope = f"until {waiver.until.isoformat()}" if waiver.until else "until the account recovers"
+    return f"case waived without liquidation; holds {scope}"
+
+
+def closed_message(state: CaseState, why: str) -> str:
+    return f"Margin call closed: {state.value} ({why})."
 
 
 # --- metrics (the worker exports them; replay does not count them twice) ----------

@@ -1,0 +1,251 @@
+"""``CaseRecord``: what a case has on record, and the checks a message must pass against it.
+
+The figures the ledger last returned, the deadline, the deposits counted, the
+stages and their fees, what the insurance fund covered, staff decisions and the
+timeline. The status query answers from it, and the close hands that status to
+the ledger as the case record. The update validators' checks read only the
+record, so they live here beside it, apart from the lifecycle (``case.py``)
+that acts on what they let through.
+
+Workflow code: time is ``workflow.now()``, and nothing here issues a command
+(no activity, timer or search attribute), so what the record keeps and how it
+is laid out can change without touching recorded histories.
+"""
+
+from __future__ import annotations
+
+import decimal
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+from workflows import contract
+from workflows.contract import (
+    CLOSED_STATES,
+    BankruptcySettlement,
+    CaseInput,
+    CaseState,
+    CaseStatus,
+    DeadlineExtension,
+    Deposit,
+    StaffAction,
+    StageRecord,
+    StageResult,
+    TimelineEntry,
+    Waiver,
+)
+from workflows.domain.money import DISPLAY_PRECISION, AmountError, money_amount
+from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
+from workflows.domain.portfolio import MarginSnapshot
+from workflows.domain.validation import Submission, parse
+
+ZERO = Decimal(0)
+# Waiting for money or time: the states in which staff may still extend, waive or force.
+AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEPOSIT})
+
+
+def deposit_needed(snapshot: MarginSnapshot | None) -> Decimal | None:
+    """The shortfall in the settlement currency's units, rounded up: a deposit of this much cures."""
+    if snapshot is None:
+        return None
+    # Enough significant digits that quantizing any figure the ledger can hold never overflows the context.
+    with decimal.localcontext() as ctx:
+        ctx.prec = DISPLAY_PRECISION
+        return snapshot.figures.shortfall.quantize(
+            Decimal(1).scaleb(-snapshot.places), rounding=decimal.ROUND_UP
+        )
+
+
+def case_input(case: Any, extra: tuple[Any, ...]) -> tuple[CaseInput, str | None]:
+    """The case's input, and what is wrong with it (None when nothing is).
+
+    Any start is taken, even a malformed one from the ``temporal`` CLI (no
+    input, a string, two arguments): the input arrives as raw JSON, and a bad
+    one fails the case at once with words naming the field, instead of failing
+    every workflow task (a wedged case that blocks the account). A bad input
+    still gives an input to record the case under: its account id if it had one.
+    """
+    problem: str | None = None
+    if extra:
+        problem = f"input: one argument expected, got {1 + len(extra)}"
+    elif not isinstance(case, dict | BaseModel):
+        problem = f"input: must be a JSON object, got {type(case).__name__}"
+    else:
+        try:
+            return parse(CaseInput, case), None
+        except ValueError as error:
+            problem = str(error)
+    raw = case if isinstance(case, dict) else {}
+    placeholder = CaseInput.model_construct(
+        account_id=str(raw.get("account_id", "?"))[:128], call_id="invalid", policy=CasePolicy()
+    )
+    return placeholder, problem
+
+
+@dataclass
+class CaseRecord:
+    """The case's figures and history: what its status reports and its close hands to the ledger."""
+
+    input: CaseInput
+    opened_at: datetime
+    state: CaseState = CaseState.OPEN
+    closed_at: datetime | None = None
+    deadline: datetime | None = None
+    snapshot: MarginSnapshot | None = None
+    # Bumped at every read of the ledger: a deposit's update waits for a newer one.
+    snapshot_version: int = 0
+    waiver: Waiver | None = None
+    forced: StaffAction | None = None
+    staff_actions: int = 0
+    deposits: list[str] = field(default_factory=list)
+    stages: list[StageRecord] = field(default_factory=list)
+    fees: Decimal = ZERO
+    fund_used: Decimal = ZERO
+    uncovered: Decimal = ZERO
+    notices_owed: list[str] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    case_id: str = field(init=False)
+    # When the deadline was last set: reminders due before then are not sent.
+    deadline_set_at: datetime = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.case_id = contract.case_id(self.input.account_id, self.input.call_id)
+        self.deadline_set_at = self.opened_at
+
+    @property
+    def account_id(self) -> str:
+        return self.input.account_id
+
+    @property
+    def policy(self) -> CasePolicy:
+        return self.input.policy
+
+    @property
+    def closed(self) -> bool:
+        return self.state in CLOSED_STATES
+
+    @property
+    def in_breach(self) -> bool:
+        """The ledger's last figures show the account below maintenance."""
+        return self.snapshot is not None and self.snapshot.in_breach
+
+    @property
+    def healthy(self) -> bool:
+        """The ledger's last figures show the account at or above maintenance."""
+        return self.snapshot is not None and not self.snapshot.in_breach
+
+    def log(self, what: str) -> None:
+        self.timeline.append(TimelineEntry(at=workflow.now(), what=what))
+
+    def observe(self, snapshot: MarginSnapshot) -> None:
+        self.snapshot = snapshot
+        self.snapshot_version += 1
+
+    def past_hard_threshold(self) -> bool:
+        if self.snapshot is None:
+            return False
+        figures = self.snapshot.figures
+        return figures.equity < figures.maintenance_margin * self.policy.hard_threshold
+
+    def count_deposit(self, deposit: Deposit) -> bool:
+        """Count the deposit id once; False when it was counted before."""
+        if deposit.deposit_id in self.deposits:
+            return False
+        self.deposits.append(deposit.deposit_id)
+        return True
+
+    def add_stage(self, result: StageResult) -> None:
+        after = result.snapshot_after
+        self.stages.append(
+            StageRecord(
+                stage=result.stage,
+                fills=result.fills,
+                sold_notional=result.sold_notional,
+                fee=result.fee,
+                equity_after=after.figures.equity,
+                maintenance_after=after.figures.maintenance_margin,
+                executed_at=workflow.now(),
+            )
+        )
+        self.fees += result.fee
+
+    def add_settlement(self, settlement: BankruptcySettlement) -> None:
+        self.fund_used = settlement.covered_by_insurance_fund
+        self.uncovered = settlement.uncovered_loss
+        for sale in settlement.collateral_sold:
+            self.fees += sale.fee
+
+    def status(self, notices_sent: int, notices_failed: list[str]) -> CaseStatus:
+        figures = self.snapshot.figures if self.snapshot else None
+        return CaseStatus(
+            case_id=self.case_id,
+            account_id=self.input.account_id,
+            call_id=self.input.call_id,
+            state=self.state,
+            currency=self.snapshot.currency if self.snapshot else None,
+            opened_at=self.opened_at,
+            deadline=self.deadline,
+            equity=figures.equity if figures else None,
+            maintenance_margin=figures.maintenance_margin if figures else None,
+            shortfall=figures.shortfall if figures else None,
+            deposit_needed=deposit_needed(self.snapshot),
+            deposits_counted=list(self.deposits),
+            stages=list(self.stages),
+            fees_to_insurance_fund=self.fees,
+            insurance_fund_used=self.fund_used,
+            uncovered_loss=self.uncovered,
+            notices_sent=notices_sent,
+            notices_failed=list(notices_failed),
+            notices_owed=list(self.notices_owed),
+            timeline=list(self.timeline),
+            closed_at=self.closed_at,
+        )
+
+    # --- what a message must pass (the update validators; a refusal leaves no trace in history) ---
+
+    def parse_deposit(self, submission: Submission) -> Deposit:
+        """The deposit, naming this case's account when the message does not (as recorded before it did)."""
+        return parse(Deposit, {"account_id": self.input.account_id, **submission.model_dump()})
+
+    def check_deposit(self, deposit: Deposit) -> None:
+        if deposit.account_id != self.input.account_id:
+            raise ValueError(
+                "account_id: this case is for another account; report the deposit to that account's case"
+            )
+        currency = self.snapshot.currency if self.snapshot else None
+        if currency is not None and deposit.currency != currency:
+            raise ValueError(f"currency: this case settles in {currency}, not {deposit.currency}")
+        try:
+            places = self.snapshot.places if self.snapshot else None
+            money_amount(deposit.amount, deposit.currency, places=places)
+        except AmountError as error:
+            raise ValueError(str(error)) from None
+
+    def check_extension(self, extension: DeadlineExtension) -> None:
+        if self.state not in AWAITING or self.deadline is None:
+            raise ValueError(f"state: cannot extend the deadline of a case that is {self.state.value}")
+        if extension.new_deadline <= self.deadline:
+            raise ValueError(
+                f"new_deadline: must be later than the current deadline {self.deadline.isoformat()}"
+            )
+        latest = self.opened_at + self.policy.deadline + self.policy.max_deadline_extension
+        if extension.new_deadline > latest:
+            raise ValueError(f"new_deadline: policy allows at most {latest.isoformat()}")
+
+    def check_waiver(self, waiver: Waiver) -> None:
+        if self.waiver is not None:
+            raise ValueError(f"state: already waived by {self.waiver.operator}")
+        if self.state not in AWAITING or self.stages:
+            raise ValueError(f"state: cannot waive a case that is {self.state.value}")
+        if waiver.until is not None:  # a time without a zone is refused by the model
+            now = workflow.now()
+            if not now < waiver.until <= now + MAX_DEADLINE:
+                raise ValueError(f"until: must be after now and at most {describe_span(MAX_DEADLINE)} ahead")
+
+    def check_force(self) -> None:
+        if self.state not in AWAITING or self.waiver is not None:
+            raise ValueError(f"state: cannot force liquidation of a case that is {self.state.value}")
