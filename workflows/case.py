@@ -4,13 +4,16 @@ Deterministic orchestration only: activities are called by name (so this module
 never imports asyncpg or httpx), time is ``workflow.now()``, and every decision
 about money is taken on figures the ledger returned.
 
-This module is the lifecycle (open, wait for money, time, risk or staff,
-liquidate in stages, close) and the message handlers that feed it, which share
-its state machine: a reader checking that a deposit can never race a stage has
-both on one page. What is not the lifecycle lives beside it: what the case has
-on record and the checks a message must pass (``record.py``), the wake-up timer
-(``timer.py``), the notices (``notices.py``), and the words, search attributes
-and metrics (``narrative.py``).
+This module is the lifecycle: open, wait for money, time, risk or staff,
+liquidate in stages, close. What is not the lifecycle lives beside it: the
+message handlers the workflow inherits (``messages.py``: deposits, the risk
+monitor, staff actions, the status query), which only put what they are told
+on the case's record and ask for a re-read of the ledger; what the case has on
+record and the checks a message must pass (``record.py``); the wake-up timer
+(``timer.py``); the notices (``notices.py``); the ledger calls
+(``ledger_calls.py``); and the words, search attributes and metrics
+(``narrative.py``). Every history event the case writes is issued from here or
+from a handler, in the order the recorded histories replay.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,24 +33,17 @@ with workflow.unsafe.imports_passed_through():
         BankruptcyRequest,
         BankruptcySettlement,
         CaseClosing,
-        CaseEvent,
         CaseOpening,
         CaseOutcome,
         CaseState,
-        CaseStatus,
-        DeadlineExtension,
-        Deposit,
-        DepositReceipt,
         NoticeKind,
-        RiskEscalation,
-        StaffAction,
         StageRequest,
         StageResult,
-        Waiver,
     )
     from workflows.domain.liquidation import plan_stage
     from workflows.domain.portfolio import MarginSnapshot
-    from workflows.domain.validation import Submission, parse
+    from workflows.ledger_calls import call_ledger
+    from workflows.messages import CaseMessages
     from workflows.notices import NoticeSender
     from workflows.record import CaseRecord, case_input
     from workflows.timer import DeadlineTimer
@@ -56,10 +51,6 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # Since this patch a case closes without waiting for its notices (the ledger's outbox delivers them).
 NOTICES_AFTER_CLOSE = "notices-after-close"
-
-# Ledger work must finish: retry until it does, except for errors the ledger
-# marks non-retryable (unknown account, idempotency conflict, ...).
-LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
 
 class Trigger(StrEnum):
@@ -73,7 +64,7 @@ class Trigger(StrEnum):
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
-class MarginCallWorkflow:
+class MarginCallWorkflow(CaseMessages):
     @workflow.init
     def __init__(self, case: Any = None, *extra: Any) -> None:
         # Any start is taken (see ``case_input``): a bad one fails the case in ``run``, naming the field.
@@ -82,7 +73,7 @@ class MarginCallWorkflow:
         self._recheck = False  # a deposit or the risk monitor asks for a re-read of the ledger
         self._escalated = False
         self._reminders_sent: set[datetime] = set()
-        self._notices = NoticeSender(lambda: self._record.policy.notice_delivery_window, self._record.log)
+        self._notices = NoticeSender(self._record)
         self._notices_after_close = True
         self._timer = DeadlineTimer()
 
@@ -130,7 +121,7 @@ class MarginCallWorkflow:
         record.deadline_set_at = record.opened_at
         # NOTIFIED and AWAITING_DEPOSIT fall in the same workflow task: one upsert for both.
         self._set_state(CaseState.NOTIFIED, search=False)
-        self._notify(NoticeKind.OPENED, "opened", narrative.call_message(record))
+        self._notices.send(NoticeKind.OPENED, "opened", narrative.call_message(record))
         self._set_state(CaseState.AWAITING_DEPOSIT)
 
         trigger = await self._await_deposit_or_deadline()
@@ -175,7 +166,7 @@ class MarginCallWorkflow:
                 await self._reread("Re-read the account for the reminder")
                 if record.in_breach:
                     reminder = f"reminder:{len(self._reminders_sent)}"
-                    self._notify(NoticeKind.REMINDER, reminder, narrative.call_message(record))
+                    self._notices.send(NoticeKind.REMINDER, reminder, narrative.call_message(record))
                 continue
             wake_at = min([deadline, *due])
             self._timer.wake_at(wake_at, "deposit deadline" if wake_at == deadline else "next reminder")
@@ -293,7 +284,7 @@ class MarginCallWorkflow:
         else:
             # Histories recorded before the outbox waited here for every notice.
             if notify:
-                self._notify(NoticeKind.CLOSED, "closed", message)
+                self._notices.send(NoticeKind.CLOSED, "closed", message)
             await self._notices.all_settled()
             await workflow.wait_condition(workflow.all_handlers_finished)
             closing = CaseClosing(status=self.status())
@@ -304,124 +295,7 @@ class MarginCallWorkflow:
             case_id=record.case_id, account_id=record.account_id, state=state, status=closing.status
         )
 
-    # --- messages ---------------------------------------------------------------
-    # Handlers take a ``Submission`` and parse it themselves, so that a bad
-    # message is refused with words that name the field (see validation.py).
-    # Validators run before an update is accepted and leave no trace in history.
-
-    @workflow.signal(name=contract.SIGNAL_DEPOSIT)
-    def deposit(self, submission: Submission) -> None:
-        """A deposit handler credited the ledger; count the id once and re-read the account."""
-        try:
-            self._validate_deposit(submission)
-        except (ValueError, ApplicationError) as problem:
-            # A signal has no answer: the refusal goes to the worker's log; nothing else changes.
-            workflow.logger.warning("deposit signal ignored: %s", problem)
-            return
-        self._count_deposit(self._record.parse_deposit(submission))
-
-    @workflow.update(name=contract.UPDATE_SUBMIT_DEPOSIT)
-    async def submit_deposit(self, submission: Submission) -> DepositReceipt:
-        record = self._record
-        deposit = record.parse_deposit(submission)
-        counted = self._count_deposit(deposit)
-        if counted:
-            seen = record.snapshot_version
-            await workflow.wait_condition(lambda: record.snapshot_version > seen or record.closed)
-        snapshot = record.snapshot
-        assert snapshot is not None
-        return DepositReceipt(
-            deposit_id=deposit.deposit_id,
-            counted=counted,
-            state=record.state,
-            equity=snapshot.figures.equity,
-            maintenance_margin=snapshot.figures.maintenance_margin,
-            shortfall=snapshot.figures.shortfall,
-        )
-
-    @submit_deposit.validator
-    def _validate_deposit(self, submission: Submission) -> None:
-        record = self._record
-        deposit = record.parse_deposit(submission)
-        if record.closed:
-            # Typed, so that the client tells "no open case" from a bad deposit without reading words.
-            raise ApplicationError(
-                f"case is closed ({record.state.value}); the deposit stays credited to the account",
-                type=contract.CASE_CLOSED,
-            )
-        record.check_deposit(deposit)
-
-    @workflow.signal(name=contract.SIGNAL_RISK_ESCALATED)
-    def risk_escalated(self, submission: Submission) -> None:
-        """The risk monitor saw the account past the hard threshold; a ledger re-read confirms it.
-
-        The monitor's figures go to the timeline (what it saw, and when); the
-        case acts only on the ledger's own figures, read again now.
-        """
-        if self._record.closed:
-            return
-        try:
-            seen = parse(RiskEscalation, submission)
-        except ValueError as problem:
-            workflow.logger.warning("risk escalation figures ignored: %s", problem)
-        else:
-            self._record.log(narrative.escalation_line(seen))
-        self._recheck = True
-
-    @workflow.update(name=contract.UPDATE_EXTEND_DEADLINE)
-    async def extend_deadline(self, submission: Submission) -> CaseStatus:
-        record = self._record
-        extension = parse(DeadlineExtension, submission)
-        old = record.deadline
-        record.deadline = extension.new_deadline
-        record.deadline_set_at = workflow.now()
-        narrative.publish(record)
-        await self._staff_event(
-            "extend_deadline", extension, f"deadline moved from {old} to {record.deadline}"
-        )
-        return self.status()
-
-    @extend_deadline.validator
-    def _validate_extension(self, submission: Submission) -> None:
-        self._record.check_extension(parse(DeadlineExtension, submission))
-
-    @workflow.update(name=contract.UPDATE_WAIVE)
-    async def waive(self, submission: Submission) -> CaseStatus:
-        action = parse(Waiver, submission)
-        self._record.waiver = action
-        await self._staff_event("waive", action, narrative.waiver_line(action))
-        await workflow.wait_condition(lambda: self._record.closed)
-        return self.status()
-
-    @waive.validator
-    def _validate_waive(self, submission: Submission) -> None:
-        self._record.check_waiver(parse(Waiver, submission))
-
-    @workflow.update(name=contract.UPDATE_FORCE_LIQUIDATION)
-    async def force_liquidation(self, submission: Submission) -> CaseStatus:
-        action = parse(StaffAction, submission)
-        self._record.forced = action
-        await self._staff_event("force_liquidation", action, "liquidation forced")
-        return self.status()
-
-    @force_liquidation.validator
-    def _validate_force(self, submission: Submission) -> None:
-        parse(StaffAction, submission)
-        self._record.check_force()
-
-    @workflow.query(name=contract.QUERY_STATUS)
-    def status(self) -> CaseStatus:
-        return self._record.status(self._notices.sent, self._notices.failed)
-
     # --- steps ------------------------------------------------------------------
-
-    def _count_deposit(self, deposit: Deposit) -> bool:
-        if not self._record.count_deposit(deposit):
-            return False
-        narrative.deposit_counted()
-        self._record.log(narrative.deposit_line(deposit))
-        self._recheck = True
-        return True
 
     async def _reread(self, summary: str) -> None:
         self._observe(
@@ -445,64 +319,19 @@ class MarginCallWorkflow:
         # The stage count is a search attribute; when this stage ends the
         # liquidation, the close that follows upserts it with the outcome.
         narrative.publish(self._record, search=after.in_breach and bool(after.portfolio.positions))
-        self._notify(
+        self._notices.send(
             NoticeKind.LIQUIDATION_STAGE,
             f"stage:{result.stage}",
             narrative.stage_message(result),
             stage=result,
         )
 
-    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
-        record = self._record
-        record.staff_actions += 1
-        record.log(narrative.staff_line(what, action))
-        self._notify(
-            NoticeKind.STAFF_ACTION,
-            f"staff:{record.staff_actions}",
-            narrative.staff_message(what, action),
-            operator=action.operator,
-            reason=action.reason,
-        )
-        event = CaseEvent(
-            case_id=record.case_id,
-            event_id=f"{kind}:{record.staff_actions}",
-            kind=kind,
-            operator=action.operator,
-            reason=action.reason,
-            detail=what,
-            at=workflow.now(),
-        )
-        await self._ledger(
-            contract.ACTIVITY_RECORD_CASE_EVENT, event, type(None), f"Record {kind} by {action.operator}"
-        )
-
     def _set_state(self, state: CaseState, *, search: bool = True) -> None:
         self._record.state = state
         narrative.publish(self._record, search=search)
 
-    def _notify(self, kind: NoticeKind, suffix: str, message: str, **details: Any) -> None:
-        """Send a notice beside the case: retried within its window, never awaited by the case."""
-        self._notices.send(narrative.notice(self._record, kind, suffix, message, **details))
-
     async def _ledger(
         self, activity: str, arg: object, result_type: type[T], summary: str, *, local: bool = True
     ) -> T:
-        """A ledger call, by default as a local activity: one marker in history, no task-queue trip.
-
-        A local activity cut short by a worker crash runs again from the last
-        completed workflow task, so only calls whose re-run is harmless are local:
-        reads, and writes idempotent whatever they are given (case record,
-        audit events, bankruptcy settlement). A liquidation stage is a regular
-        activity: its plan is written to history before it runs, so a retry
-        sells exactly what the first attempt planned, or finds it done.
-        """
         timeout = self._record.policy.ledger_attempt_timeout
-        execute = workflow.execute_local_activity if local else workflow.execute_activity
-        return await execute(  # type: ignore[no-any-return]
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=timeout,
-            retry_policy=LEDGER_RETRY,
-            summary=summary,
-        )
+        return await call_ledger(activity, arg, result_type, summary, timeout=timeout, local=local)

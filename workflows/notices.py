@@ -3,13 +3,13 @@
 Each notice is a regular activity retried within the policy's delivery window
 in its own task: a dead notifier cannot delay a deadline or a stage. The
 sender keeps what the case reports (sent, failed) and what it still owes at
-its close (``owed``), which the close hands to the ledger's outbox.
+its close (``owed``), which the close hands to the ledger's outbox. A notice
+carries the case's figures as they are when it is sent (``narrative.notice``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -17,7 +17,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import contract, narrative
-from workflows.contract import Notice, NoticeDelivery
+from workflows.contract import Notice, NoticeDelivery, NoticeKind, StageResult
+from workflows.record import CaseRecord
 
 NOTICE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -28,17 +29,28 @@ NOTICE_RETRY = RetryPolicy(
 
 
 class NoticeSender:
-    def __init__(self, window: Callable[[], timedelta], log: Callable[[str], None]) -> None:
-        self._window = window
-        self._log = log
+    def __init__(self, record: CaseRecord) -> None:
+        self._record = record
         self.sent = 0
         self.failed: list[str] = []
         # Sent and not yet settled (delivered or given up): a close hands these to the outbox.
         self._undelivered: dict[str, Notice] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
-    def send(self, notice: Notice) -> None:
-        """Start delivering ``notice``; the case does not wait for it."""
+    def send(
+        self,
+        kind: NoticeKind,
+        suffix: str,
+        message: str,
+        *,
+        stage: StageResult | None = None,
+        operator: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Start delivering a notice (its id: the case's and ``suffix``); the case does not wait for it."""
+        notice = narrative.notice(
+            self._record, kind, suffix, message, stage=stage, operator=operator, reason=reason
+        )
         self._undelivered[notice.notice_id] = notice
         self._tasks.append(asyncio.create_task(self._deliver(notice)))
 
@@ -61,20 +73,20 @@ class NoticeSender:
                 contract.ACTIVITY_DELIVER_NOTICE,
                 notice,
                 result_type=NoticeDelivery,
-                schedule_to_close_timeout=self._window(),
+                schedule_to_close_timeout=self._record.policy.notice_delivery_window,
                 start_to_close_timeout=timedelta(seconds=10),
                 retry_policy=NOTICE_RETRY,
                 summary=f"Notify the trader: {notice.kind.value}",
             )
         except ActivityError as error:
             self._failed(notice)
-            self._log(f"notice {notice.kind.value} undelivered: {error.cause or error}")
+            self._record.log(f"notice {notice.kind.value} undelivered: {error.cause or error}")
             return
         if delivery.delivered:
             self.sent += 1
         else:
             self._failed(notice)
-            self._log(f"notice {notice.kind.value} undelivered: {delivery.detail}")
+            self._record.log(f"notice {notice.kind.value} undelivered: {delivery.detail}")
 
     def _failed(self, notice: Notice) -> None:
         self.failed.append(notice.notice_id)
