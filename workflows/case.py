@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         TimelineEntry,
         Waiver,
     )
-    from workflows.domain.liquidation import plan_stage
+    from workflows.domain.liquidation import LiquidationPlan, plan_stage
     from workflows.domain.money import AmountError, display_money, money_amount
     from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
     from workflows.domain.portfolio import MarginSnapshot
@@ -70,6 +70,10 @@ AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEP
 # Ledger work must finish: retry until it does, except for errors the ledger
 # marks non-retryable (unknown account, idempotency conflict, ...).
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+# A held liquidation re-reads the ledger after 1 s, 2 s, 4 s ... at most a minute apart (a deposit or the
+# risk monitor's signal wakes it at once): fresh marks resume it soon, a long outage costs little history.
+HOLD_FIRST_RECHECK = timedelta(seconds=1)
+HOLD_LAST_RECHECK = timedelta(seconds=60)
 
 
 class Trigger(StrEnum):
@@ -130,6 +134,10 @@ class MarginCallWorkflow:
         self._staff_actions = 0
         self._timeline: list[TimelineEntry] = []
         self._timer = WakeUpTimer()
+        self._hold: str | None = None
+        self._hold_reason: str | None = None
+        self._held_once = False  # the hold search attribute is upserted only by cases that were ever held
+        self._hold_rechecks = 0
 
     # --- the case ---------------------------------------------------------------
 
@@ -262,20 +270,33 @@ class MarginCallWorkflow:
             # done here, not as an activity, it costs no history event, and the
             # plan is still written to history as the stage activity's input.
             plan = plan_stage(snapshot, liquidation)
+            hold = self._hold_needed(snapshot, plan)
+            if hold is not None:
+                await self._wait_on_hold(*hold)
+                continue
+            self._release_hold()
             try:
                 result = await self._ledger(
                     contract.ACTIVITY_LIQUIDATION_STAGE,
-                    StageRequest(case_id=self._case_id, stage=stage, plan=plan),
+                    StageRequest(
+                        case_id=self._case_id, stage=stage, plan=plan, max_mark_age=policy.max_mark_age
+                    ),
                     StageResult,
                     f"Liquidation stage {stage}: "
                     + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
                     local=False,
                 )
             except ActivityError as error:
-                if not (
-                    isinstance(error.cause, ApplicationError)
-                    and error.cause.type == contract.ACCOUNT_ABOVE_MAINTENANCE
-                ):
+                refusal = error.cause.type if isinstance(error.cause, ApplicationError) else None
+                if refusal in (contract.STALE_MARKS, contract.INSTRUMENT_HALTED):
+                    # The ledger saw a stale mark or a halt the snapshot did not: nothing was sold.
+                    assert isinstance(error.cause, ApplicationError)
+                    kind = (
+                        contract.HOLD_STALE_MARKS if refusal == contract.STALE_MARKS else contract.HOLD_HALTED
+                    )
+                    await self._wait_on_hold(kind, error.cause.message)
+                    continue
+                if refusal != contract.ACCOUNT_ABOVE_MAINTENANCE:
                     raise
                 # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
                 await self._reread("Re-read the account: the ledger refused to sell from a healthy account")
@@ -289,6 +310,54 @@ class MarginCallWorkflow:
                         timeout=policy.pause_between_stages,
                         timeout_summary="pause between stages",
                     )
+
+    def _hold_needed(self, snapshot: MarginSnapshot, plan: LiquidationPlan) -> tuple[str, str] | None:
+        """Why this stage must not run on this snapshot: a stale mark, or nothing sellable but halted.
+
+        Only snapshots that report marks' ages and halts can say so; those
+        recorded before never do, so their histories replay as they ran.
+        """
+        stale = snapshot.stale_marks(self._input.policy.max_mark_age)
+        if stale:
+            age = describe_span(self._input.policy.max_mark_age)
+            return contract.HOLD_STALE_MARKS, f"marks older than {age}: " + ", ".join(
+                p.instrument for p in stale
+            )
+        if not plan.orders and snapshot.halted_positions:
+            return contract.HOLD_HALTED, "every position left is in a halted instrument: " + ", ".join(
+                p.instrument for p in snapshot.halted_positions
+            )
+        return None
+
+    async def _wait_on_hold(self, kind: str, reason: str) -> None:
+        """Liquidation waits (no stage) until the ledger shows fresh marks or the instrument resumes.
+
+        Said once in the timeline and the status, and in the ``MarginCallHold``
+        search attribute so staff find every held case in one query; then the
+        ledger is re-read on a backing-off timer, or at once when a deposit or
+        the risk monitor's signal arrives.
+        """
+        if self._hold != kind:
+            self._hold, self._hold_reason, self._held_once = kind, reason, True
+            self._log(f"liquidation held, nothing sold: {reason}; waiting for fresh marks")
+            self._publish()
+        wait = min(HOLD_FIRST_RECHECK * 2 ** min(self._hold_rechecks, 16), HOLD_LAST_RECHECK)
+        self._hold_rechecks += 1
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._recheck,
+                timeout=wait,
+                timeout_summary="liquidation held: waiting for fresh marks",
+            )
+        self._recheck = False
+        await self._reread("Re-read the account while liquidation is held")
+
+    def _release_hold(self) -> None:
+        if self._hold is None:
+            return
+        self._log(f"liquidation resumes: marks fresh and instruments trading (held for {self._hold.lower()})")
+        self._hold, self._hold_reason, self._hold_rechecks = None, None, 0
+        self._publish()
 
     async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
         # Debt in the settlement currency backed by other collateral is settled
@@ -328,6 +397,7 @@ class MarginCallWorkflow:
         # The deadline timer is left to lapse with the case rather than cancelled:
         # a closed workflow's timers go without a history event, a cancel costs one.
         self._closed_at = workflow.now()
+        self._hold = self._hold_reason = None
         self._set_state(state)
         narrative.case_closed(state)
         self._log(f"closed {state.value}: {why}")
@@ -514,6 +584,8 @@ class MarginCallWorkflow:
             notices_owed=list(self._notices_owed),
             timeline=list(self._timeline),
             closed_at=self._closed_at,
+            hold=self._hold,
+            hold_reason=self._hold_reason,
         )
 
     # --- helpers ----------------------------------------------------------------
@@ -666,6 +738,8 @@ class MarginCallWorkflow:
         updates = narrative.search_updates(
             self._state, self._input.account_id, self._snapshot, len(self._stages), self._deadline
         )
+        if self._held_once:  # never in a case recorded before holds: its upserts replay unchanged
+            updates.append(narrative.hold_update(self._hold))
         current = workflow.info().typed_search_attributes
         if search and any(current.get(u.key) != u.value for u in updates):
             workflow.upsert_search_attributes(updates)

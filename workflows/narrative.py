@@ -54,6 +54,11 @@ def search_updates(
     return updates
 
 
+def hold_update(hold: str | None) -> SearchAttributeUpdate[Any]:
+    """``MarginCallHold``: why liquidation waits, unset once it resumes (staff query ``IS NOT NULL``)."""
+    return contract.MARGIN_CALL_HOLD.value_set(hold) if hold else contract.MARGIN_CALL_HOLD.value_unset()
+
+
 def details(
     state: CaseState,
     account_id: str,

@@ -35,6 +35,7 @@ SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
     SELECT json_agg(json_build_object(
              'instrument', p.instrument, 'quantity', p.quantity::text,
              'entry_price', p.entry_price::text, 'mark_price', m.price::text,
+             'mark_as_of', m.as_of, 'halted', i.halted,
              'tiers', (SELECT json_agg(json_build_object(
                                 'notional_floor', t.notional_floor::text,
                                 'maintenance_rate', t.maintenance_rate::text,
@@ -42,6 +43,7 @@ SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
                          FROM instrument_tiers t WHERE t.instrument = p.instrument))
            ORDER BY p.instrument)
       FROM positions p JOIN mark_prices m ON m.instrument = p.instrument
+      JOIN instruments i ON i.instrument = p.instrument
      WHERE p.account_id = a.account_id AND p.quantity <> 0), '[]')::text AS positions
   FROM accounts a
  WHERE a.account_id = $1
