@@ -104,9 +104,11 @@ async def refuse_untradable(
     ``snapshot`` is the read the stage checks its breach on and fills at; its
     marks are the ones that matter. Every open position's mark counts for the
     age (they all decide the breach), except a halted instrument's, which is
-    not sold. Ages are measured on the ledger's clock at this moment.
+    not sold. A plan selling nothing while halted positions remain is refused
+    too: it would only book an empty stage. Ages are measured on the ledger's
+    clock at this moment.
     """
-    halted = [p.instrument for p in snapshot.halted_positions if p.instrument in selling]
+    halted = [p.instrument for p in snapshot.halted_positions if p.instrument in selling or not selling]
     if halted:
         raise InstrumentHalted(f"instrument halted, nothing sold: {', '.join(halted)}")
     now: datetime = await conn.fetchval("SELECT clock_timestamp()")

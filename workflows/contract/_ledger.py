@@ -88,6 +88,9 @@ class Breach(Message):
     shortfall: Figure
     # A staff waive holds for the account: the monitor opens no case unless the hard threshold is crossed.
     waived: bool = False
+    # A mark of one of its positions is stale or its instrument halted: no case is opened or escalated
+    # on a price the exchange no longer stands behind.
+    unpriced: bool = False
 
 
 class BreachScan(Message):
