@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-SCOPES = ("cases:open", "deposits:write", "cases:read", "cases:act")
+SCOPES = ("cases:open", "deposits:write", "cases:read", "cases:act", "admin")
 
 
 class TokenError(ValueError):

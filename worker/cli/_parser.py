@@ -121,6 +121,20 @@ def _add_case_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     deposit.add_argument("--credit-only", action="store_true", help="credit the ledger, do not report it")
     deposit.add_argument("--json", action="store_true")
 
+    instruments = commands.add_parser("instruments", help="halt, resume and list instruments (trading halts)")
+    instrument_commands = instruments.add_subparsers(
+        dest="instruments_command", required=True, metavar="INSTRUMENTS_COMMAND"
+    )
+    instrument_list = instrument_commands.add_parser("list", help="instruments with their halt and mark age")
+    instrument_list.add_argument("--halted", action="store_true", help="only halted instruments")
+    instrument_list.add_argument("--json", action="store_true")
+    for name, text in (("halt", "stop liquidations selling it"), ("resume", "let it trade again")):
+        change = instrument_commands.add_parser(name, help=text)
+        change.add_argument("instrument")
+        change.add_argument("--operator", required=True)
+        change.add_argument("--reason", required=True)
+        change.add_argument("--json", action="store_true")
+
     cases = commands.add_parser("cases", help="find, inspect and act on cases")
     case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="CASES_COMMAND")
     listing = case_commands.add_parser("list", help="cases by state, account, time")
