@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal as D
 
 from worker.case_view import render_ended, render_status
-from workflows.listing import EndedCase
 from workflows.contract import CaseState, CaseStatus, TimelineEntry
 from workflows.domain.money import display_money
+from workflows.listing import EndedCase
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
