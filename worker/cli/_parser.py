@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     risk.add_argument(
         "--json", action="store_true", help="the figures are always JSON; accepted like elsewhere"
     )
+    _add_feeds(commands)
     db = commands.add_parser("db", help="ledger database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
@@ -168,3 +169,19 @@ def _add_case_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
                 help="seconds the waive holds (no new case for the account unless past the hard threshold);"
                 " without it, until the account is healthy again",
             )
+
+
+def _add_feeds(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``feed KIND FILE``: load an exchange's feed from a JSON or JSON-lines file into the ledger."""
+    feed = commands.add_parser(
+        "feed", help="load marks, trades, movements, withdrawals, reference data or a reconciliation"
+    )
+    feed.add_argument(
+        "feed_kind",
+        choices=("marks", "trades", "movements", "withdrawals", "reference", "reconcile"),
+        metavar="KIND",
+        help="marks, trades, movements, withdrawals, reference or reconcile",
+    )
+    feed.add_argument("file", metavar="FILE", help="JSON (a list or one record) or JSON lines; - for stdin")
+    feed.add_argument("--operator", help="who changes reference data (required for reference; audited)")
+    feed.add_argument("--json", action="store_true")

@@ -10,7 +10,7 @@ Small private modules behind this one, each with one vocabulary:
 ``_names`` (task queue, workflow, update, query and activity names, search
 attributes), ``_case`` (what callers and the case say to each other),
 ``_ledger`` (the ledger activities' inputs and outputs), ``_notices`` (what
-the trader is told).
+the trader is told), ``_feeds`` (what an exchange tells the ledger, and its answer).
 """
 
 from __future__ import annotations
@@ -30,6 +30,23 @@ from workflows.contract._case import (
     StageRecord,
     TimelineEntry,
     Waiver,
+)
+from workflows.contract._feeds import (
+    AccountRecord,
+    AccountView,
+    AssetListing,
+    AssetPrice,
+    FeedAnswer,
+    InstrumentListing,
+    Mark,
+    Movement,
+    MovementKind,
+    Reconciliation,
+    RecordResult,
+    RecordStatus,
+    Side,
+    Trade,
+    Withdrawal,
 )
 from workflows.contract._ledger import (
     BankruptcyRequest,
@@ -118,6 +135,10 @@ __all__ = [
     "UPDATE_WAIVE",
     "WORKFLOW_ID_PREFIX",
     "WORKFLOW_TYPE",
+    "AccountRecord",
+    "AccountView",
+    "AssetListing",
+    "AssetPrice",
     "BankruptcyRequest",
     "BankruptcySettlement",
     "Breach",
@@ -135,16 +156,27 @@ __all__ = [
     "Deposit",
     "DepositBooking",
     "DepositReceipt",
+    "FeedAnswer",
+    "InstrumentListing",
+    "Mark",
+    "Movement",
+    "MovementKind",
     "Notice",
     "NoticeDelivery",
     "NoticeKind",
+    "Reconciliation",
+    "RecordResult",
+    "RecordStatus",
     "RiskEscalation",
+    "Side",
     "StaffAction",
     "StageRecord",
     "StageRequest",
     "StageResult",
     "TimelineEntry",
+    "Trade",
     "Waiver",
+    "Withdrawal",
     "case_id",
     "workflow_id",
 ]
