@@ -10,6 +10,8 @@ Our exception hierarchy::
     ├── UnknownCase               no case record with that id
     ├── PositionsStillOpen        bankruptcy settlement asked for before close-out
     ├── AccountAboveMaintenance   a stage asked to sell from a healthy account
+    ├── StaleMarks                a stage would sell on a mark older than the case's policy allows
+    ├── InstrumentHalted          a stage would sell an instrument an operator halted
     ├── PolicyRefused             a case's policy is not the operator's, or overrides it out of bounds
     └── InvalidReferenceData      a listing, mark, account or position the books cannot hold
 
@@ -57,6 +59,18 @@ class PositionsStillOpen(LedgerError):
 
 class AccountAboveMaintenance(LedgerError):
     """The ledger shows the account healthy: a stage must not sell anything."""
+
+
+class StaleMarks(LedgerError):
+    """A stage refused: a mark the account is valued or sold at is older than the policy's max_mark_age.
+
+    Nothing was sold; the case waits for fresh marks (retrying the same stage
+    at once could not help, so it is non-retryable like every ledger error).
+    """
+
+
+class InstrumentHalted(LedgerError):
+    """A stage refused: an order is for an instrument an operator halted. Nothing was sold."""
 
 
 class PolicyRefused(LedgerError):

@@ -6,7 +6,9 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-SCOPES = ("cases:open", "deposits:write", "cases:read", "cases:act")
+# ``feed:write``: the exchange's feeds (marks, trades, movements, withdrawals, reconciliation);
+# ``admin``: reference data (assets, instruments, accounts) and instrument halts.
+SCOPES = ("cases:open", "deposits:write", "cases:read", "cases:act", "feed:write", "admin")
 
 
 class TokenError(ValueError):

@@ -34,6 +34,7 @@ class TickReport:
     opened: int = 0
     escalated: int = 0
     waived: int = 0
+    unpriced: int = 0
 
 
 @dataclass
@@ -49,7 +50,9 @@ class RiskMonitor:
 
     async def tick(self) -> TickReport:
         scanned_at = await self.ledger.clock()
-        breaches = await self.ledger.scan_breaches(BreachScan(limit=self.limit))
+        breaches = await self.ledger.scan_breaches(
+            BreachScan(limit=self.limit, max_mark_age=self.policy.max_mark_age)
+        )
         report = TickReport(breaches=len(breaches))
         # A waive without a time holds until the account is seen healthy; one past its time ends.
         await self.ledger.end_waivers({b.account_id for b in breaches}, scanned_at)
@@ -58,6 +61,10 @@ class RiskMonitor:
 
         async def handle(breach: Breach) -> None:
             async with gate:
+                if breach.unpriced:
+                    # A stale mark or a halted instrument: no one is called on that price.
+                    report.unpriced += 1
+                    return
                 hard_line = breach.maintenance_margin * self.policy.hard_threshold
                 if breach.waived and breach.equity >= hard_line:
                     # Staff waived the account's last case: no new case, unless past the hard line.

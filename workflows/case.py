@@ -203,20 +203,35 @@ class MarginCallWorkflow(CaseMessages):
             # done here, not as an activity, it costs no history event, and the
             # plan is still written to history as the stage activity's input.
             plan = plan_stage(snapshot, liquidation)
+            hold = record.hold_needed(snapshot, plan)
+            if hold is not None:
+                await self._wait_on_hold(*hold)
+                continue
+            self._release_hold()
             try:
                 result = await self._ledger(
                     contract.ACTIVITY_LIQUIDATION_STAGE,
-                    StageRequest(case_id=record.case_id, stage=stage, plan=plan),
+                    StageRequest(
+                        case_id=record.case_id,
+                        stage=stage,
+                        plan=plan,
+                        max_mark_age=record.policy.max_mark_age,
+                    ),
                     StageResult,
                     narrative.stage_summary(stage, plan),
                     local=False,
                 )
             except ActivityError as error:
-                refused = (
-                    isinstance(error.cause, ApplicationError)
-                    and error.cause.type == contract.ACCOUNT_ABOVE_MAINTENANCE
-                )
-                if not refused:
+                refusal = error.cause.type if isinstance(error.cause, ApplicationError) else None
+                if refusal in (contract.STALE_MARKS, contract.INSTRUMENT_HALTED):
+                    # The ledger saw a stale mark or a halt the snapshot did not: nothing was sold.
+                    assert isinstance(error.cause, ApplicationError)
+                    held = (
+                        contract.HOLD_STALE_MARKS if refusal == contract.STALE_MARKS else contract.HOLD_HALTED
+                    )
+                    await self._wait_on_hold(held, error.cause.message)
+                    continue
+                if refusal != contract.ACCOUNT_ABOVE_MAINTENANCE:
                     raise
                 # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
                 await self._reread("Re-read the account: the ledger refused to sell from a healthy account")
@@ -229,6 +244,23 @@ class MarginCallWorkflow(CaseMessages):
                     await workflow.wait_condition(
                         lambda: self._recheck, timeout=pause, timeout_summary="pause between stages"
                     )
+
+    async def _wait_on_hold(self, kind: str, reason: str) -> None:
+        """No stage until fresh marks or a resumed instrument; the ledger is re-read on a backing-off timer."""
+        if self._record.hold_starts(kind, reason):
+            narrative.publish(self._record)
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._recheck,
+                timeout=self._record.next_hold_wait(),
+                timeout_summary="liquidation held: waiting for fresh marks",
+            )
+        self._recheck = False
+        await self._reread("Re-read the account while liquidation is held")
+
+    def _release_hold(self) -> None:
+        if self._record.hold_ends():
+            narrative.publish(self._record)
 
     async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
         record = self._record
@@ -261,6 +293,7 @@ class MarginCallWorkflow(CaseMessages):
         # The deadline timer is left to lapse with the case rather than cancelled:
         # a closed workflow's timers go without a history event, a cancel costs one.
         record.closed_at = workflow.now()
+        record.hold = record.hold_reason = None
         self._set_state(state)
         narrative.case_closed(state)
         record.log(f"closed {state.value}: {why}")

@@ -62,7 +62,14 @@ def search_updates(record: CaseRecord) -> list[SearchAttributeUpdate[Any]]:
     ]
     if record.deadline is not None:
         updates.append(contract.DEPOSIT_DEADLINE.value_set(record.deadline))
+    if record.held_once:  # never in a case recorded before holds: its upserts replay unchanged
+        updates.append(hold_update(record.hold))
     return updates
+
+
+def hold_update(hold: str | None) -> SearchAttributeUpdate[Any]:
+    """``MarginCallHold``: why liquidation waits, unset once it resumes (staff query ``IS NOT NULL``)."""
+    return contract.MARGIN_CALL_HOLD.value_set(hold) if hold else contract.MARGIN_CALL_HOLD.value_unset()
 
 
 def details(record: CaseRecord) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import decimal
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +38,7 @@ from workflows.contract import (
     TimelineEntry,
     Waiver,
 )
+from workflows.domain.liquidation import LiquidationPlan
 from workflows.domain.money import DISPLAY_PRECISION, AmountError, money_amount
 from workflows.domain.policies import MAX_DEADLINE, CasePolicy, describe_span
 from workflows.domain.portfolio import MarginSnapshot
@@ -86,6 +87,11 @@ def case_input(case: Any, extra: tuple[Any, ...]) -> tuple[CaseInput, str | None
     return placeholder, problem
 
 
+# A held liquidation re-reads the ledger after 1 s, 2 s, 4 s ... (a deposit or the monitor's signal wakes it at once).
+HOLD_FIRST_RECHECK = timedelta(seconds=1)
+HOLD_LAST_RECHECK = timedelta(seconds=60)
+
+
 @dataclass
 class CaseRecord:
     """The case's figures and history: what its status reports and its close hands to the ledger."""
@@ -107,6 +113,11 @@ class CaseRecord:
     fund_used: Decimal = ZERO
     uncovered: Decimal = ZERO
     notices_owed: list[str] = field(default_factory=list)
+    # Why liquidation waits (stale marks, halted instruments), and whether it ever did.
+    hold: str | None = None
+    hold_reason: str | None = None
+    held_once: bool = False
+    hold_rechecks: int = 0
     timeline: list[TimelineEntry] = field(default_factory=list)
     case_id: str = field(init=False)
     # When the deadline was last set: reminders due before then are not sent.
@@ -203,7 +214,47 @@ class CaseRecord:
             notices_owed=list(self.notices_owed),
             timeline=list(self.timeline),
             closed_at=self.closed_at,
+            hold=self.hold,
+            hold_reason=self.hold_reason,
         )
+
+    def hold_needed(self, snapshot: MarginSnapshot, plan: LiquidationPlan) -> tuple[str, str] | None:
+        """Why this stage must not run on this snapshot: a stale mark, or nothing sellable but halted.
+
+        Only snapshots that report marks' ages and halts can say so; those
+        recorded before never do, so their histories replay as they ran.
+        """
+        stale = snapshot.stale_marks(self.policy.max_mark_age)
+        if stale:
+            age = describe_span(self.policy.max_mark_age)
+            names = ", ".join(p.instrument for p in stale)
+            return contract.HOLD_STALE_MARKS, f"marks older than {age}: {names}"
+        if not plan.orders and snapshot.halted_positions:
+            names = ", ".join(p.instrument for p in snapshot.halted_positions)
+            return contract.HOLD_HALTED, f"every position left is in a halted instrument: {names}"
+        return None
+
+    def hold_starts(self, kind: str, reason: str) -> bool:
+        """Put a hold on record (said once in the timeline, and in ``MarginCallHold``); True if it is new."""
+        if self.hold == kind:
+            return False
+        self.hold, self.hold_reason, self.held_once = kind, reason, True
+        self.log(f"liquidation held, nothing sold: {reason}; waiting for fresh marks")
+        return True
+
+    def next_hold_wait(self) -> timedelta:
+        """1 s, 2 s, 4 s ... at most a minute: fresh marks resume a held case soon, a long outage costs little history."""
+        wait: timedelta = min(HOLD_FIRST_RECHECK * 2 ** min(self.hold_rechecks, 16), HOLD_LAST_RECHECK)
+        self.hold_rechecks += 1
+        return wait
+
+    def hold_ends(self) -> bool:
+        """Lift a hold (said in the timeline); True if there was one."""
+        if self.hold is None:
+            return False
+        self.log(f"liquidation resumes: marks fresh and instruments trading (held for {self.hold.lower()})")
+        self.hold, self.hold_reason, self.hold_rechecks = None, None, 0
+        return True
 
     # --- what a message must pass (the update validators; a refusal leaves no trace in history) ---
 

@@ -14,10 +14,19 @@ Storage (SQL):
     ``_bankruptcy``  settling a bankrupt account
     ``_deposits``    crediting a deposit
     ``_reads``       what the API, CLI and demo ask of the books
+    ``_batches``     a feed's batch: each record validated alone, applied in its own savepoint
+    ``_marks``       marks and asset prices, only forward in ``as_of`` (one statement a batch)
+    ``_trading``     what a fill does to a position (pure: average entry, reduce, flip)
+    ``_trades``      booking a fill: position, realised PnL and fee, once per trade id
+    ``_movements``   funding, collateral in, withdrawals (refused during a case or below initial margin)
+    ``_reference_feed`` assets, instruments, accounts, each change audited
+    ``_reconcile``   the exchange's view of an account against the ledger's
 
 Adapters:
     ``LedgerActivities``  the case workflow's activities (``_activities``)
     ``PostgresDeposits``  the client's ``DepositLedger`` (``_deposits``)
+    ``LedgerFeeds``       the feeds' in-process client: marks, trades, movements, withdrawals,
+                          reference data, reconciliation (``_feeds``)
 
 Public modules beside them: ``reference`` (the venue's reference-data writes),
 ``audit`` (is the ledger in balance, do the invariants hold), ``migrate`` (the
@@ -28,9 +37,11 @@ from __future__ import annotations
 
 from activities.ledger._accounts import (
     COLLATERAL,
+    COLLATERAL_IN,
     COLLATERAL_SALE,
     DEPOSIT,
     EXTERNAL,
+    FUNDING,
     INSURANCE_FUND,
     INSURANCE_FUND_COVER,
     INSURANCE_FUND_SEED,
@@ -38,8 +49,11 @@ from activities.ledger._accounts import (
     MARKET,
     REALISED_PNL,
     SYSTEM_KINDS,
+    TRADE_PNL,
+    TRADING_FEE,
     UNCOVERED_LOSS,
     UNCOVERED_LOSS_BOOKED,
+    WITHDRAWAL,
     Posting,
     collateral_account,
     external_account,
@@ -50,6 +64,8 @@ from activities.ledger._accounts import (
 )
 from activities.ledger._activities import LedgerActivities
 from activities.ledger._deposits import PostgresDeposits, credit_deposit
+from activities.ledger._feeds import LedgerFeeds
+from activities.ledger._movements import WithdrawalRefused
 from activities.ledger._pricing import DeficitCover, cover_deficit, fill_order, sell_collateral, stage_fee
 from activities.ledger._reads import (
     CaseCounts,
@@ -78,9 +94,11 @@ from activities.ledger._store import (
 
 __all__ = [
     "COLLATERAL",
+    "COLLATERAL_IN",
     "COLLATERAL_SALE",
     "DEPOSIT",
     "EXTERNAL",
+    "FUNDING",
     "INSURANCE_FUND",
     "INSURANCE_FUND_COVER",
     "INSURANCE_FUND_SEED",
@@ -91,16 +109,21 @@ __all__ = [
     "STAGE_CHECKED",
     "STAGE_IN_TRANSACTION",
     "SYSTEM_KINDS",
+    "TRADE_PNL",
+    "TRADING_FEE",
     "UNCOVERED_LOSS",
     "UNCOVERED_LOSS_BOOKED",
+    "WITHDRAWAL",
     "CaseCounts",
     "CasesSummary",
     "Checkpoint",
     "DeficitCover",
     "LedgerActivities",
+    "LedgerFeeds",
     "Outcome",
     "PostgresDeposits",
     "Posting",
+    "WithdrawalRefused",
     "account_exists",
     "balance_of",
     "case_counts",

@@ -38,6 +38,16 @@ COLLATERAL_SALE: Final = "collateral_sale"
 INSURANCE_FUND_COVER: Final = "insurance_fund_cover"
 UNCOVERED_LOSS_BOOKED: Final = "uncovered_loss"
 INSURANCE_FUND_SEED: Final = "insurance_fund_seed"
+# The feeds' transfers (``LedgerFeeds``): each kind its own, so reports and the audit can tell them apart.
+TRADE_PNL: Final = "trade_pnl"
+"""PnL a trade realised, between the market and the trader's collateral in the quote asset."""
+TRADING_FEE: Final = "trading_fee"
+"""A trade's fee, from the trader's collateral to the exchange's fees account."""
+FUNDING: Final = "funding"
+COLLATERAL_IN: Final = "collateral_in"
+WITHDRAWAL: Final = "withdrawal"
+FEES: Final = "fees"
+"""The exchange's trading-fee revenue, one per asset (created with the first fee)."""
 
 
 def collateral_account(account_id: str, asset: str) -> str:
@@ -67,6 +77,11 @@ def external_account(asset: str) -> str:
 
 def uncovered_loss_account(asset: str) -> str:
     return system_account(UNCOVERED_LOSS, asset)
+
+
+def fees_account(asset: str) -> str:
+    """The exchange's trading-fee revenue in ``asset`` (``fees:USDT``); not a system kind, made on demand."""
+    return f"{FEES}:{asset}"
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,7 @@ class LedgerActivities:
     async def scan_breaches(self, scan: BreachScan) -> list[Breach]:
         """Every account with equity below maintenance, worst shortfall first (for the risk monitor)."""
         async with self.pool.acquire() as conn:
-            return await scan_breaches(conn, scan.limit)
+            return await scan_breaches(conn, scan.limit, scan.max_mark_age)
 
     async def clock(self) -> datetime:
         """The ledger's time, so that what a scan saw is compared with rows on one clock."""

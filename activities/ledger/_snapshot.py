@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +20,7 @@ import asyncpg
 from activities.exceptions import UnknownAccount
 from workflows.contract import Breach
 from workflows.domain import margin
+from workflows.domain.policies import DEFAULT_MAX_MARK_AGE
 from workflows.domain.portfolio import MarginSnapshot, Portfolio
 
 _SNAPSHOT_SQL = """
@@ -35,6 +36,7 @@ SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
     SELECT json_agg(json_build_object(
              'instrument', p.instrument, 'quantity', p.quantity::text,
              'entry_price', p.entry_price::text, 'mark_price', m.price::text,
+             'mark_as_of', m.as_of, 'halted', i.halted,
              'tiers', (SELECT json_agg(json_build_object(
                                 'notional_floor', t.notional_floor::text,
                                 'maintenance_rate', t.maintenance_rate::text,
@@ -42,6 +44,7 @@ SELECT a.account_id, a.settlement_currency, a.status, now() AS as_of,
                          FROM instrument_tiers t WHERE t.instrument = p.instrument))
            ORDER BY p.instrument)
       FROM positions p JOIN mark_prices m ON m.instrument = p.instrument
+      JOIN instruments i ON i.instrument = p.instrument
      WHERE p.account_id = a.account_id AND p.quantity <> 0), '[]')::text AS positions
   FROM accounts a
  WHERE a.account_id = $1
@@ -123,7 +126,12 @@ SELECT e.account_id, a.settlement_currency AS currency,
        e.mm - (coalesce(c.value, 0) + e.upnl) AS shortfall,
        EXISTS (SELECT 1 FROM waivers w
                 WHERE w.account_id = e.account_id AND w.ended_at IS NULL
-                  AND (w.until IS NULL OR w.until > now())) AS waived
+                  AND (w.until IS NULL OR w.until > now())) AS waived,
+       EXISTS (SELECT 1 FROM positions p
+                 JOIN mark_prices m ON m.instrument = p.instrument
+                 JOIN instruments i ON i.instrument = p.instrument
+                WHERE p.account_id = e.account_id AND p.quantity <> 0
+                  AND (i.halted OR m.as_of < now() - $1::interval)) AS unpriced
   FROM exposure e
   JOIN accounts a ON a.account_id = e.account_id
   LEFT JOIN collateral c ON c.account_id = e.account_id
@@ -132,14 +140,21 @@ SELECT e.account_id, a.settlement_currency AS currency,
 """
 
 
-async def scan_breaches(conn: asyncpg.Connection, page: int) -> list[Breach]:
+async def scan_breaches(
+    conn: asyncpg.Connection, page: int, max_mark_age: timedelta = DEFAULT_MAX_MARK_AGE
+) -> list[Breach]:
     """Every account with equity below maintenance, worst shortfall first, read ``page`` rows at a time.
 
     Never cut at a limit: accounts whose cases are already open must not crowd
-    out one that has none. Runs in a transaction (a cursor needs one).
+    out one that has none. Runs in a transaction (a cursor needs one). An
+    account holding a position whose mark is older than ``max_mark_age``, or
+    in a halted instrument, is reported ``unpriced``: still breached (a waiver
+    is not ended by an outage), but the monitor calls no one on that price.
     """
     async with conn.transaction():
-        return [Breach.model_validate(dict(r)) async for r in conn.cursor(_SCAN_SQL, prefetch=page)]
+        return [
+            Breach.model_validate(dict(r)) async for r in conn.cursor(_SCAN_SQL, max_mark_age, prefetch=page)
+        ]
 
 
 async def ledger_clock(conn: asyncpg.Connection) -> datetime:

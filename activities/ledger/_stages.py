@@ -27,8 +27,10 @@ from activities.ledger._accounts import (
 from activities.ledger._cases import lock_case_account
 from activities.ledger._snapshot import Prices, load_margin_snapshot
 from activities.ledger._store import ensure_collateral_account, ensure_system_accounts, post
+from activities.ledger.halts import refuse_untradable
 from workflows.contract import StageRequest, StageResult
 from workflows.domain.liquidation import Fill, LiquidationPlan
+from workflows.domain.policies import DEFAULT_MAX_MARK_AGE
 
 Checkpoint = Callable[[str], Awaitable[None]]
 """Called with a checkpoint's name as a stage passes it: the seam where a fault test acts or freezes."""
@@ -99,6 +101,9 @@ async def book_stage(conn: asyncpg.Connection, request: StageRequest, checkpoint
             f"account {plan.account_id} is above maintenance (equity {before.figures.equity},"
             f" maintenance {before.figures.maintenance_margin}): nothing sold"
         )
+    # On the read the stage fills at: a halted instrument is not sold, a stale mark sells nothing.
+    max_age = request.max_mark_age if request.max_mark_age is not None else DEFAULT_MAX_MARK_AGE
+    await refuse_untradable(conn, before, {o.instrument for o in plan.orders}, max_age)
     await checkpoint(STAGE_CHECKED)
     places = before.places
     # The prices the breach was checked at are the prices the stage fills at

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from itertools import pairwise
 
@@ -122,14 +123,26 @@ async def add_instrument(
         await set_mark_price(conn, instrument, mark_price)
 
 
-async def set_mark_price(conn: asyncpg.Connection, instrument: str, price: Decimal) -> None:
-    """The mark price feed: the price every margin figure of ``instrument`` is computed at from now on."""
+async def set_mark_price(
+    conn: asyncpg.Connection, instrument: str, price: Decimal, as_of: datetime | None = None
+) -> None:
+    """The mark price feed: the price every margin figure of ``instrument`` is computed at from now on.
+
+    ``as_of`` is the time the exchange stands behind the price (the ledger's now
+    when not given): a case never liquidates on a mark older than its policy's
+    ``max_mark_age``, and the breach scan opens no case from one.
+    """
     _positive("price", price)
+    if as_of is not None and (not isinstance(as_of, datetime) or as_of.tzinfo is None):
+        raise InvalidReferenceData(f"as_of: must be a time with a zone, got {as_of!r}")
     updated = await conn.fetchval(
-        "INSERT INTO mark_prices (instrument, price) SELECT instrument, $2 FROM instruments WHERE instrument = $1"
-        " ON CONFLICT (instrument) DO UPDATE SET price = EXCLUDED.price, updated_at = now() RETURNING 1",
+        "INSERT INTO mark_prices (instrument, price, as_of)"
+        " SELECT instrument, $2, coalesce($3, now()) FROM instruments WHERE instrument = $1"
+        " ON CONFLICT (instrument) DO UPDATE SET price = EXCLUDED.price, as_of = EXCLUDED.as_of,"
+        " updated_at = now() RETURNING 1",
         instrument,
         price,
+        as_of,
     )
     if updated is None:
         raise InvalidReferenceData(f"instrument: {instrument!r} is not listed")

@@ -13,10 +13,12 @@ import pytest
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
 from workflows import contract
-from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient
+from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient, case_message
 from workflows.contract import CaseState, Deposit, DepositReceipt
 
 DEPOSIT = Deposit(account_id="acct-1", deposit_id="d-1", amount=Decimal("100"), currency="USDT")
+# What the case is told: the deposit without the account (the case is the account's own).
+MESSAGE = case_message(DEPOSIT)
 RECEIPT = DepositReceipt(
     deposit_id="d-1",
     counted=True,
@@ -35,7 +37,7 @@ class SlowCase:
         self.update_ids: list[str] = []
 
     async def execute_update(self, update: str, arg: Any, *, id: str, result_type: type) -> DepositReceipt:
-        assert update == contract.UPDATE_SUBMIT_DEPOSIT and arg == DEPOSIT and result_type is DepositReceipt
+        assert update == contract.UPDATE_SUBMIT_DEPOSIT and arg == MESSAGE and result_type is DepositReceipt
         self.update_ids.append(id)
         if len(self.update_ids) <= self.timeouts:
             raise WorkflowUpdateRPCTimeoutOrCancelledError()
@@ -44,7 +46,7 @@ class SlowCase:
 
 async def test_a_slow_case_is_asked_again_under_the_same_update_id() -> None:
     case = SlowCase(timeouts=2)
-    receipt = await MarginCallClient._submit_deposit(case, DEPOSIT)  # type: ignore[arg-type]
+    receipt = await MarginCallClient._submit_deposit(case, "d-1", MESSAGE)  # type: ignore[arg-type]
     assert receipt == RECEIPT
     assert len(case.update_ids) == 3 and len(set(case.update_ids)) == 1
     assert case.update_ids[0].startswith("deposit:d-1:")
@@ -53,14 +55,14 @@ async def test_a_slow_case_is_asked_again_under_the_same_update_id() -> None:
 async def test_asking_gives_up_after_a_bounded_number_of_calls() -> None:
     case = SlowCase(timeouts=SUBMIT_DEPOSIT_ATTEMPTS)
     with pytest.raises(WorkflowUpdateRPCTimeoutOrCancelledError):
-        await MarginCallClient._submit_deposit(case, DEPOSIT)  # type: ignore[arg-type]
+        await MarginCallClient._submit_deposit(case, "d-1", MESSAGE)  # type: ignore[arg-type]
     assert len(case.update_ids) == SUBMIT_DEPOSIT_ATTEMPTS
 
 
 async def test_each_report_has_its_own_update_id() -> None:
     first, second = SlowCase(timeouts=0), SlowCase(timeouts=0)
-    await MarginCallClient._submit_deposit(first, DEPOSIT)  # type: ignore[arg-type]
-    await MarginCallClient._submit_deposit(second, DEPOSIT)  # type: ignore[arg-type]
+    await MarginCallClient._submit_deposit(first, "d-1", MESSAGE)  # type: ignore[arg-type]
+    await MarginCallClient._submit_deposit(second, "d-1", MESSAGE)  # type: ignore[arg-type]
     assert first.update_ids != second.update_ids
 
 
@@ -76,3 +78,9 @@ def test_a_workflow_not_ready_answer_is_asked_again_and_nothing_else_is() -> Non
     )
     assert _not_ready(RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, details))
     assert not _not_ready(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""))
+
+
+def test_the_case_is_told_a_deposit_without_its_account() -> None:
+    """Workers of the release before the account was carried refuse an unknown field: a rolling deploy must
+    not turn a credited deposit into a refused report."""
+    assert MESSAGE == {"deposit_id": "d-1", "amount": "100", "currency": "USDT"}

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from worker.api._auth import Scopes
 from worker.api._cases import case_routes
 from worker.api._deposits import deposit_routes
+from worker.api._feeds import feed_routes
+from worker.api._instruments import instrument_routes
 from worker.api._services import Services
 from worker.api._staff import staff_routes
 from worker.serving import BodyLimit, one_error_shape
@@ -45,4 +47,6 @@ def create_app(
     app.include_router(case_routes(services))
     app.include_router(deposit_routes(services))
     app.include_router(staff_routes(services))
+    app.include_router(instrument_routes(services))
+    app.include_router(feed_routes(services))
     return app

@@ -2,6 +2,7 @@
 
 Inside: ``_parser`` (commands, options, and the types that refuse bad
 values), ``_cases`` (start, deposit, cases list/show/extend/waive/force),
+``_instruments`` (instruments halt/resume/list), ``_feeds`` (feed KIND FILE),
 ``_services`` (up, api, worker, monitor, db migrate), ``_resources`` (the
 ledger's database and the case client, opened and closed in one place),
 ``_output`` (lines and tables, or ``--json``) and ``_errors`` (the one line on
@@ -98,6 +99,10 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
         return _services.monitor(settings, args.interval)
     if args.command == "db":
         return _services.db_migrate(settings)
+    if args.command == "feed":
+        from worker.cli import _feeds
+
+        return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json)
     if args.command == "start":
         return _cases.start(settings, args.account_id, args.call_id, args.deadline, args.policy, args.json)
     if args.command == "deposit":
@@ -116,6 +121,15 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
             credit_only=args.credit_only,
             as_json=args.json,
             amount_as_typed=args.amount,
+        )
+    if args.command == "instruments":
+        from worker.cli import _instruments
+
+        if args.instruments_command == "list":
+            return _instruments.listing(settings, args.halted, args.json)
+        halt = StaffAction(operator=args.operator, reason=args.reason)
+        return _instruments.change(
+            settings, args.instrument, args.instruments_command == "halt", halt, args.json
         )
     assert args.command == "cases", args.command
     if args.cases_command == "list":

@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     risk.add_argument(
         "--json", action="store_true", help="the figures are always JSON; accepted like elsewhere"
     )
+    _add_feeds(commands)
     db = commands.add_parser("db", help="ledger database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
@@ -121,6 +122,20 @@ def _add_case_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     deposit.add_argument("--credit-only", action="store_true", help="credit the ledger, do not report it")
     deposit.add_argument("--json", action="store_true")
 
+    instruments = commands.add_parser("instruments", help="halt, resume and list instruments (trading halts)")
+    instrument_commands = instruments.add_subparsers(
+        dest="instruments_command", required=True, metavar="INSTRUMENTS_COMMAND"
+    )
+    instrument_list = instrument_commands.add_parser("list", help="instruments with their halt and mark age")
+    instrument_list.add_argument("--halted", action="store_true", help="only halted instruments")
+    instrument_list.add_argument("--json", action="store_true")
+    for name, text in (("halt", "stop liquidations selling it"), ("resume", "let it trade again")):
+        change = instrument_commands.add_parser(name, help=text)
+        change.add_argument("instrument")
+        change.add_argument("--operator", required=True)
+        change.add_argument("--reason", required=True)
+        change.add_argument("--json", action="store_true")
+
     cases = commands.add_parser("cases", help="find, inspect and act on cases")
     case_commands = cases.add_subparsers(dest="cases_command", required=True, metavar="CASES_COMMAND")
     listing = case_commands.add_parser("list", help="cases by state, account, time")
@@ -154,3 +169,19 @@ def _add_case_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
                 help="seconds the waive holds (no new case for the account unless past the hard threshold);"
                 " without it, until the account is healthy again",
             )
+
+
+def _add_feeds(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``feed KIND FILE``: load an exchange's feed from a JSON or JSON-lines file into the ledger."""
+    feed = commands.add_parser(
+        "feed", help="load marks, trades, movements, withdrawals, reference data or a reconciliation"
+    )
+    feed.add_argument(
+        "feed_kind",
+        choices=("marks", "trades", "movements", "withdrawals", "reference", "reconcile"),
+        metavar="KIND",
+        help="marks, trades, movements, withdrawals, reference or reconcile",
+    )
+    feed.add_argument("file", metavar="FILE", help="JSON (a list or one record) or JSON lines; - for stdin")
+    feed.add_argument("--operator", help="who changes reference data (required for reference; audited)")
+    feed.add_argument("--json", action="store_true")

@@ -137,6 +137,9 @@ class CaseStatus(Message):
     notices_owed: list[str] = []
     timeline: list[TimelineEntry]
     closed_at: datetime | None
+    # Why liquidation waits (``HOLD_STALE_MARKS``, ``HOLD_HALTED``) and what the ledger said; None when it does not.
+    hold: str | None = None
+    hold_reason: str | None = None
 
 
 class CaseSummary(BaseModel):

@@ -14,7 +14,7 @@ from workflows.contract._notices import Notice
 from workflows.domain.liquidation import Fill, LiquidationPlan
 from workflows.domain.message import CallId, CaseId, Identifier, Message
 from workflows.domain.money import DecimalStr, Figure
-from workflows.domain.policies import CasePolicy
+from workflows.domain.policies import DEFAULT_MAX_MARK_AGE, CasePolicy
 from workflows.domain.portfolio import MarginSnapshot
 
 
@@ -33,6 +33,9 @@ class StageRequest(Message):
     # Unbounded in practice: after max_stages each stage closes one position, and a portfolio has no size limit.
     stage: int = Field(ge=1, le=10_000_000)
     plan: LiquidationPlan
+    # The case policy's max_mark_age: the ledger refuses (StaleMarks) to sell on an older mark.
+    # None in requests recorded before marks had an age: the ledger holds them to the default.
+    max_mark_age: timedelta | None = None
 
 
 class StageResult(Message):
@@ -85,10 +88,16 @@ class Breach(Message):
     shortfall: Figure
     # A staff waive holds for the account: the monitor opens no case unless the hard threshold is crossed.
     waived: bool = False
+    # A mark of one of its positions is stale or its instrument halted: no case is opened or escalated
+    # on a price the exchange no longer stands behind.
+    unpriced: bool = False
 
 
 class BreachScan(Message):
     limit: int = Field(default=1000, ge=1, le=1_000_000)
+    # Accounts holding a position whose mark is older than this, or in a halted
+    # instrument, are not called: the exchange no longer stands behind that price.
+    max_mark_age: timedelta = DEFAULT_MAX_MARK_AGE
 
 
 class CaseEvent(Message):

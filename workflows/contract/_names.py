@@ -20,6 +20,9 @@ QUERY_STATUS = "status"
 CASE_NOT_OPENED = "CaseNotOpened"
 CASE_CLOSED = "CaseClosed"
 ACCOUNT_ABOVE_MAINTENANCE = "AccountAboveMaintenance"
+# A stage refused because a mark was too old or an instrument halted: the case holds, nothing was sold.
+STALE_MARKS = "StaleMarks"
+INSTRUMENT_HALTED = "InstrumentHalted"
 
 # Activities the case calls, by name (the workflow never imports the activities' code).
 ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
@@ -35,7 +38,19 @@ ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 MARGIN_SHORTFALL = SearchAttributeKey.for_float("MarginShortfall")
 DEPOSIT_DEADLINE = SearchAttributeKey.for_datetime("DepositDeadline")
 LIQUIDATION_STAGE = SearchAttributeKey.for_int("LiquidationStage")
-SEARCH_ATTRIBUTES = (MARGIN_CALL_STATE, ACCOUNT_ID, MARGIN_SHORTFALL, DEPOSIT_DEADLINE, LIQUIDATION_STAGE)
+# Why a case's liquidation waits (HOLD_STALE_MARKS, HOLD_HALTED); unset when it resumes, so
+# ``MarginCallHold IS NOT NULL`` (or ``= 'STALE_MARKS'``) lists every held case in one query.
+MARGIN_CALL_HOLD = SearchAttributeKey.for_keyword("MarginCallHold")
+HOLD_STALE_MARKS = "STALE_MARKS"
+HOLD_HALTED = "HALTED"
+SEARCH_ATTRIBUTES = (
+    MARGIN_CALL_STATE,
+    ACCOUNT_ID,
+    MARGIN_SHORTFALL,
+    DEPOSIT_DEADLINE,
+    LIQUIDATION_STAGE,
+    MARGIN_CALL_HOLD,
+)
 
 
 def workflow_id(account_id: str) -> str:

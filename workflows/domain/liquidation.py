@@ -107,7 +107,8 @@ def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> Liquidati
             (margin.unrealised_pnl(p) for p in portfolio.positions), ZERO
         )
         target = target_equity(portfolio, policy)
-        open_positions = [p for p in portfolio.positions if p.quantity != 0]
+        # A halted instrument is not sold (the ledger refuses it too); the rest of the account may be.
+        open_positions = [p for p in portfolio.positions if p.quantity != 0 and not p.halted]
 
         def plan(orders: list[LiquidationOrder], reason: str) -> LiquidationPlan:
             return LiquidationPlan(
@@ -120,7 +121,8 @@ def plan_stage(snapshot: MarginSnapshot, policy: LiquidationPolicy) -> Liquidati
             )
 
         if not open_positions:
-            return plan([], "no open positions")
+            halted = any(p.quantity != 0 for p in portfolio.positions)
+            return plan([], "every open position is halted" if halted else "no open positions")
         if equity >= target:
             return plan([], "equity already at target")
         chosen = max(open_positions, key=lambda p: (margin.maintenance_margin(p), p.instrument))

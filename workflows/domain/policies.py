@@ -31,6 +31,10 @@ from workflows.domain.validation import describe_validation_error
 # managing risk, it is shielding the account from it.
 MAX_DEADLINE = timedelta(days=30)
 MAX_PAUSE_BETWEEN_STAGES = timedelta(hours=1)
+# A mark feed publishes every second or so; a minute without one is an outage,
+# and a day-old mark is never a price to sell at.
+DEFAULT_MAX_MARK_AGE = timedelta(seconds=60)
+MAX_MARK_AGE = timedelta(days=1)
 
 
 class CasePolicy(Message):
@@ -52,6 +56,10 @@ class CasePolicy(Message):
     notice_delivery_window: timedelta = Field(
         default=timedelta(minutes=10),
         description="how long one notice is retried before it is recorded as undelivered",
+    )
+    max_mark_age: timedelta = Field(
+        default=DEFAULT_MAX_MARK_AGE,
+        description="never liquidate on a mark older than this; the case waits for fresh marks instead",
     )
     liquidation: LiquidationPolicy = LiquidationPolicy()
 
@@ -80,6 +88,7 @@ class CasePolicy(Message):
             "ledger_attempt_timeout", self.ledger_attempt_timeout, timedelta(seconds=1), timedelta(minutes=10)
         )
         within("notice_delivery_window", self.notice_delivery_window, timedelta(seconds=1), timedelta(days=1))
+        within("max_mark_age", self.max_mark_age, timedelta(seconds=1), MAX_MARK_AGE)
         return self
 
 
@@ -145,6 +154,7 @@ class PolicyOverrides(Message):
     max_stages: int | None = None
     ledger_attempt_timeout: timedelta | None = None
     notice_delivery_window: timedelta | None = None
+    max_mark_age: timedelta | None = None
     liquidation: LiquidationPolicy | None = None
 
 

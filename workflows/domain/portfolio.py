@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from pydantic import (
@@ -59,6 +59,11 @@ class Position(Message):
     entry_price: Figure
     mark_price: Figure
     tiers: list[Tier] = Field(min_length=1)
+    # When the exchange stood behind the mark, and whether an operator halted
+    # the instrument; None and False in snapshots recorded before the ledger
+    # reported them (and in portfolios a caller sends to ``margin-call risk``).
+    mark_as_of: datetime | None = None
+    halted: bool = False
 
     @field_validator("entry_price", "mark_price")
     @classmethod
@@ -132,3 +137,24 @@ class MarginSnapshot(Message):
     @property
     def in_breach(self) -> bool:
         return self.figures.equity < self.figures.maintenance_margin
+
+    def stale_marks(self, max_age: timedelta) -> list[Position]:
+        """Open positions of instruments still trading whose mark is older than ``max_age`` at ``as_of``.
+
+        Ages are measured on the ledger's clock (``as_of`` is its now at the
+        read), so the answer is the same in a replay. A halted instrument is
+        not counted: it is not sold, and its last mark is all there is.
+        """
+        return [
+            p
+            for p in self.portfolio.positions
+            if p.quantity != 0
+            and not p.halted
+            and p.mark_as_of is not None
+            and self.as_of - p.mark_as_of > max_age
+        ]
+
+    @property
+    def halted_positions(self) -> list[Position]:
+        """Open positions of halted instruments: no stage sells them until they resume."""
+        return [p for p in self.portfolio.positions if p.quantity != 0 and p.halted]
