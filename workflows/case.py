@@ -67,6 +67,11 @@ T = TypeVar("T")
 NOTICES_AFTER_CLOSE = "notices-after-close"
 AWAITING = frozenset({CaseState.OPEN, CaseState.NOTIFIED, CaseState.AWAITING_DEPOSIT})
 
+# A stage the venue refused, or that found it down after the activity's own tries:
+# the case waits (never less than this) and plans the stage again.
+VENUE_RETRY_AT_LEAST = timedelta(seconds=1)
+VENUE_RETRY_AT_MOST = timedelta(minutes=5)
+
 # Ledger work must finish: retry until it does, except for errors the ledger
 # marks non-retryable (unknown account, idempotency conflict, ...).
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -242,6 +247,7 @@ class MarginCallWorkflow:
         self._log(f"liquidation starts ({trigger})")
         if trigger != Trigger.DEADLINE:
             await self._reread("Re-read the account before liquidating")
+        rejections = 0  # in a row, for the venue's back-off
         while True:
             if self._recheck:
                 self._recheck = False
@@ -263,24 +269,22 @@ class MarginCallWorkflow:
             # plan is still written to history as the stage activity's input.
             plan = plan_stage(snapshot, liquidation)
             try:
-                result = await self._ledger(
-                    contract.ACTIVITY_LIQUIDATION_STAGE,
-                    StageRequest(case_id=self._case_id, stage=stage, plan=plan),
-                    StageResult,
-                    f"Liquidation stage {stage}: "
-                    + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in plan.orders),
-                    local=False,
-                )
+                result = await self._stage(StageRequest(case_id=self._case_id, stage=stage, plan=plan))
             except ActivityError as error:
-                if not (
-                    isinstance(error.cause, ApplicationError)
-                    and error.cause.type == contract.ACCOUNT_ABOVE_MAINTENANCE
-                ):
+                cause = error.cause.type if isinstance(error.cause, ApplicationError) else None
+                if cause == contract.ORDER_REJECTED:
+                    # Final at the venue: nothing was sold; wait, then plan the stage again (a new order).
+                    await self._venue_wait(stage, error, rejections)
+                    rejections += 1
+                    await self._reread("Re-read the account before trying the venue again")
+                    continue
+                if cause != contract.ACCOUNT_ABOVE_MAINTENANCE:
                     raise
                 # The ledger moved (a deposit, the market) since the plan: it decides; nothing was sold.
                 await self._reread("Re-read the account: the ledger refused to sell from a healthy account")
                 continue
             self._record_stage(result)
+            rejections = 0
             after = result.snapshot_after
             if after.in_breach and after.portfolio.positions and policy.pause_between_stages > timedelta(0):
                 with contextlib.suppress(TimeoutError):
@@ -289,6 +293,45 @@ class MarginCallWorkflow:
                         timeout=policy.pause_between_stages,
                         timeout_summary="pause between stages",
                     )
+
+    async def _stage(self, request: StageRequest) -> StageResult:
+        """Run one stage; while its venue does not answer, the same request again after a wait.
+
+        An order that found the venue down may exist there: the stage is not
+        planned again, nor the case closed, until the ledger has its answer
+        (the activity resends the same client order id and books what it
+        reports). Only the ``http`` venue fails this way, so recorded histories
+        replay unchanged.
+        """
+        tries = 0
+        while True:
+            try:
+                return await self._ledger(
+                    contract.ACTIVITY_LIQUIDATION_STAGE,
+                    request,
+                    StageResult,
+                    f"Liquidation stage {request.stage}: "
+                    + ", ".join(f"{o.side} {o.quantity} {o.instrument}" for o in request.plan.orders),
+                    local=False,
+                )
+            except ActivityError as error:
+                if not (
+                    isinstance(error.cause, ApplicationError)
+                    and error.cause.type == contract.VENUE_UNAVAILABLE
+                ):
+                    raise
+                await self._venue_wait(request.stage, error, tries)
+                tries += 1
+
+    async def _venue_wait(self, stage: int, error: ActivityError, tries: int) -> None:
+        """Say in the timeline what the venue did, and wait: the pause between stages (at least a
+        second), doubling with each try up to five minutes, so a long outage stays a short history."""
+        assert isinstance(error.cause, ApplicationError)
+        what = "rejected" if error.cause.type == contract.ORDER_REJECTED else "venue unavailable"
+        base = max(self._input.policy.pause_between_stages, VENUE_RETRY_AT_LEAST)
+        wait = min(base * 2 ** min(tries, 16), VENUE_RETRY_AT_MOST)
+        self._log(f"stage {stage} {what}: {error.cause.message}; trying again in {describe_span(wait)}")
+        await workflow.sleep(wait, summary=f"venue: {what}, retry")
 
     async def _close_out(self, snapshot: MarginSnapshot) -> CaseOutcome:
         # Debt in the settlement currency backed by other collateral is settled

@@ -20,6 +20,9 @@ QUERY_STATUS = "status"
 CASE_NOT_OPENED = "CaseNotOpened"
 CASE_CLOSED = "CaseClosed"
 ACCOUNT_ABOVE_MAINTENANCE = "AccountAboveMaintenance"
+# A liquidation stage's venue refused its order, or did not answer within the activity's retries.
+ORDER_REJECTED = "OrderRejected"
+VENUE_UNAVAILABLE = "VenueUnavailable"
 
 # Activities the case calls, by name (the workflow never imports the activities' code).
 ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
