@@ -14,6 +14,7 @@ from activities.venue._port import OrderReport, VenueOrder, VenueUnavailable
 
 # An IOC order is answered in milliseconds; past this the gateway is in trouble.
 ORDER_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+JSON = {"content-type": "application/json"}
 
 
 def venue_http_client() -> httpx.AsyncClient:
@@ -27,7 +28,9 @@ class HttpVenue:
 
     async def place(self, order: VenueOrder) -> OrderReport:
         try:
-            response = await self.http.post(f"{self.url}/orders", content=order.model_dump_json())
+            response = await self.http.post(
+                f"{self.url}/orders", content=order.model_dump_json(), headers=JSON
+            )
         except httpx.HTTPError as error:
             raise VenueUnavailable(f"order gateway {self.url}: {type(error).__name__} {error}") from error
         if response.status_code >= 500 or response.status_code in (408, 429):
