@@ -130,7 +130,9 @@ async def test_partial_fills_are_booked_and_the_rest_is_sold_in_the_next_stages(
 async def test_a_rejection_and_an_outage_are_retried_and_shown_in_the_timeline(
     stack: CaseStack, sim: VenueSimulator
 ) -> None:
-    sim.set_book("BTCUSDT", [(D("49490"), D("10"))])
+    # Bids at the mark: the fee eats the equity stage by stage, and the bankruptcy price rises to the
+    # mark; a book below it would stall (see the report: a backstop hand-over is not built yet).
+    sim.set_book("BTCUSDT", [(D("49500"), D("10"))])
     sim.behaviour = Misbehaviour(reject_next=1, reject_reason="price band", down=False)
     account = await account_with(stack, "venue-trouble", "450")
     handle = await open_on_venue(stack, account)
