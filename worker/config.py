@@ -36,6 +36,15 @@ class Settings:
     workflow_sandbox: bool = False
     # The operator's named case policies (MARGIN_CALL_POLICIES, a JSON file); every case is held to them.
     policies: PolicyBook = STANDARD_BOOK
+    # Where liquidation orders go (MARGIN_CALL_VENUE): "ledger" (the backstop takes positions over
+    # at the mark) or "http" (IOC limit orders to the order gateway at MARGIN_CALL_VENUE_URL).
+    venue: str = "ledger"
+    venue_url: str | None = None
+
+    @property
+    def order_gateway(self) -> str | None:
+        """The order gateway's URL when liquidations go through the ``http`` venue, else None."""
+        return self.venue_url if self.venue == "http" else None
 
     @property
     def embedded(self) -> bool:
@@ -99,6 +108,14 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
             policies = load_book(Path(env["MARGIN_CALL_POLICIES"]))
         except PolicyError as error:
             problems.append(f"MARGIN_CALL_POLICIES: {error}")
+    venue = env.get("MARGIN_CALL_VENUE", "ledger").lower()
+    venue_url = env.get("MARGIN_CALL_VENUE_URL") or None
+    if venue not in ("ledger", "http"):
+        problems.append(f"MARGIN_CALL_VENUE: {venue!r} is not ledger or http")
+    elif venue == "http" and venue_url is None:
+        problems.append("MARGIN_CALL_VENUE_URL: required when MARGIN_CALL_VENUE is http")
+    if venue_url is not None:
+        _check_url("MARGIN_CALL_VENUE_URL", venue_url, {"http", "https"}, problems)
     if problems:
         raise ConfigError("bad configuration:\n  " + "\n  ".join(problems))
     return Settings(
@@ -113,4 +130,6 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         api_tokens=api_tokens,
         workflow_sandbox=raw_sandbox == "on",
         policies=policies,
+        venue=venue,
+        venue_url=venue_url,
     )

@@ -24,8 +24,9 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.ledger import LedgerActivities
+from activities.ledger import Checkpoint, LedgerActivities
 from activities.notifier import NotifierActivities, notifier_http_client
+from activities.venue import HttpVenue, Venue, venue_http_client
 from worker import failpoints
 from worker.outbox import NoticeDispatcher
 from workflows import contract
@@ -48,6 +49,9 @@ def build_worker(
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
     policies: PolicyBook = STANDARD_BOOK,
+    venue: Venue | None = None,
+    task_queue: str = contract.TASK_QUEUE,
+    checkpoint: Checkpoint | None = None,
 ) -> Worker:
     """The worker; ``extra_*`` lets the benchmark host its ceiling workflow under the same settings.
 
@@ -56,12 +60,17 @@ def build_worker(
     worker's CPU per case in ``make bench``. Production runs without it; the test
     suite runs with it, so a non-deterministic call in workflow code still fails
     there, and the recorded histories are replayed both ways.
+
+    ``venue``: where liquidation orders go (None: the ledger's backstop). ``task_queue``
+    and ``checkpoint`` let a test run a second worker (another venue) beside the first.
     """
-    ledger = LedgerActivities(pool, policies, checkpoint=failpoints.from_environment())
+    ledger = LedgerActivities(
+        pool, policies, checkpoint=checkpoint or failpoints.from_environment(), venue=venue
+    )
     notifier = NotifierActivities(http, notifier_url, webhook_secret)
     return Worker(
         client,
-        task_queue=contract.TASK_QUEUE,
+        task_queue=task_queue,
         workflows=[MarginCallWorkflow, *extra_workflows],
         activities=[
             ledger.open_case,
@@ -105,12 +114,16 @@ async def running_worker(
     extra_workflows: Sequence[type] = (),
     extra_activities: Sequence[Callable[..., Any]] = (),
     policies: PolicyBook = STANDARD_BOOK,
+    venue_url: str | None = None,
+    task_queue: str = contract.TASK_QUEUE,
+    checkpoint: Checkpoint | None = None,
 ) -> AsyncIterator[Worker]:
     """A started worker, its HTTP client and the notice outbox's dispatcher, torn down in order.
 
     ``ledger``: the process's pool, when the worker shares its process (``up`` runs the monitor
     and the API on the same one, and closes it), or the database URL for a pool of the worker's
-    own, closed with it.
+    own, closed with it. ``venue_url``: the order gateway of the ``http`` venue (None: the
+    ``ledger`` venue).
     """
     async with contextlib.AsyncExitStack() as owned:
         if isinstance(ledger, str):
@@ -120,6 +133,9 @@ async def running_worker(
         else:
             pool = ledger
         http = await owned.enter_async_context(notifier_http_client())
+        venue = None
+        if venue_url is not None:
+            venue = HttpVenue(await owned.enter_async_context(venue_http_client()), venue_url)
         worker = build_worker(
             client,
             pool,
@@ -131,6 +147,9 @@ async def running_worker(
             extra_workflows=extra_workflows,
             extra_activities=extra_activities,
             policies=policies,
+            venue=venue,
+            task_queue=task_queue,
+            checkpoint=checkpoint,
         )
         stop = asyncio.Event()
         # A worker with no notifier leaves the outbox to those that have one.
@@ -143,7 +162,7 @@ async def running_worker(
         )
         try:
             async with worker:
-                log.info("worker polling task_queue=%s", contract.TASK_QUEUE)
+                log.info("worker polling task_queue=%s venue=%s", task_queue, venue_url or "ledger")
                 yield worker
         finally:
             stop.set()

@@ -11,7 +11,7 @@ monitor, staff actions, the status query), which only put what they are told
 on the case's record and ask for a re-read of the ledger; what the case has on
 record and the checks a message must pass (``record.py``); the wake-up timer
 (``timer.py``); the notices (``notices.py``); the ledger calls
-(``ledger_calls.py``); and the words, search attributes and metrics
+(``ledger_calls.py``); a stage seen through whatever its venue does (``stages.py``); and the words, search attributes and metrics
 (``narrative.py``). Every history event the case writes is issued from here or
 from a handler, in the order the recorded histories replay.
 """
@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.messages import CaseMessages
     from workflows.notices import NoticeSender
     from workflows.record import CaseRecord, case_input
+    from workflows.stages import backstop_due, run_stage, stage_request
     from workflows.timer import DeadlineTimer
 
 T = TypeVar("T")
@@ -197,7 +198,7 @@ class MarginCallWorkflow(CaseMessages):
                 return await self._close(state, "account back above maintenance")
             stage = len(record.stages) + 1
             liquidation = record.policy.liquidation
-            if stage >= record.policy.max_stages:
+            if stage >= record.policy.max_stages or backstop_due(record):
                 liquidation = liquidation.model_copy(update={"fraction_per_stage": Decimal(1)})
             # Planning is pure arithmetic on the snapshot the ledger returned:
             # done here, not as an activity, it costs no history event, and the
@@ -209,18 +210,7 @@ class MarginCallWorkflow(CaseMessages):
                 continue
             self._release_hold()
             try:
-                result = await self._ledger(
-                    contract.ACTIVITY_LIQUIDATION_STAGE,
-                    StageRequest(
-                        case_id=record.case_id,
-                        stage=stage,
-                        plan=plan,
-                        max_mark_age=record.policy.max_mark_age,
-                    ),
-                    StageResult,
-                    narrative.stage_summary(stage, plan),
-                    local=False,
-                )
+                result = await run_stage(record, stage_request(record, stage, plan), self._stage)
             except ActivityError as error:
                 refusal = error.cause.type if isinstance(error.cause, ApplicationError) else None
                 if refusal in (contract.STALE_MARKS, contract.INSTRUMENT_HALTED):
@@ -357,6 +347,12 @@ class MarginCallWorkflow(CaseMessages):
             f"stage:{result.stage}",
             narrative.stage_message(result),
             stage=result,
+        )
+
+    async def _stage(self, request: StageRequest) -> StageResult:
+        summary = narrative.stage_summary(request.stage, request.plan)
+        return await self._ledger(
+            contract.ACTIVITY_LIQUIDATION_STAGE, request, StageResult, summary, local=False
         )
 
     def _set_state(self, state: CaseState, *, search: bool = True) -> None:

@@ -90,6 +90,12 @@ def case_input(case: Any, extra: tuple[Any, ...]) -> tuple[CaseInput, str | None
 # A held liquidation re-reads the ledger after 1 s, 2 s, 4 s ... (a deposit or the monitor's signal wakes it at once).
 HOLD_FIRST_RECHECK = timedelta(seconds=1)
 HOLD_LAST_RECHECK = timedelta(seconds=60)
+# What a held case waits for, by hold, in its timeline.
+HOLD_WAITS_FOR = {
+    contract.HOLD_STALE_MARKS: ("waiting for fresh marks", "marks fresh and instruments trading"),
+    contract.HOLD_HALTED: ("waiting for fresh marks", "marks fresh and instruments trading"),
+    contract.HOLD_VENUE: ("trying the venue again", "the venue answered"),
+}
 
 
 @dataclass
@@ -118,6 +124,8 @@ class CaseRecord:
     hold_reason: str | None = None
     held_once: bool = False
     hold_rechecks: int = 0
+    # Stages in a row whose venue filled nothing within the trader's limit (the ``http`` venue).
+    unfilled_stages: int = 0
     timeline: list[TimelineEntry] = field(default_factory=list)
     case_id: str = field(init=False)
     # When the deadline was last set: reminders due before then are not sent.
@@ -239,7 +247,9 @@ class CaseRecord:
         if self.hold == kind:
             return False
         self.hold, self.hold_reason, self.held_once = kind, reason, True
-        self.log(f"liquidation held, nothing sold: {reason}; waiting for fresh marks")
+        waits_for = HOLD_WAITS_FOR.get(kind, HOLD_WAITS_FOR[contract.HOLD_STALE_MARKS])[0]
+        nothing_sold = "" if kind == contract.HOLD_VENUE else ", nothing sold"
+        self.log(f"liquidation held{nothing_sold}: {reason}; {waits_for}")
         return True
 
     def next_hold_wait(self) -> timedelta:
@@ -252,7 +262,8 @@ class CaseRecord:
         """Lift a hold (said in the timeline); True if there was one."""
         if self.hold is None:
             return False
-        self.log(f"liquidation resumes: marks fresh and instruments trading (held for {self.hold.lower()})")
+        resumed = HOLD_WAITS_FOR.get(self.hold, HOLD_WAITS_FOR[contract.HOLD_STALE_MARKS])[1]
+        self.log(f"liquidation resumes: {resumed} (held for {self.hold.lower()})")
         self.hold, self.hold_reason, self.hold_rechecks = None, None, 0
         return True
 

@@ -91,6 +91,7 @@ from activities.ledger._store import (
     ensure_system_accounts,
     post_transfer,
 )
+from activities.ledger._venue_stages import STAGE_ORDER_SENT
 
 __all__ = [
     "COLLATERAL",
@@ -108,6 +109,7 @@ __all__ = [
     "STAGE_AFTER_COMMIT",
     "STAGE_CHECKED",
     "STAGE_IN_TRANSACTION",
+    "STAGE_ORDER_SENT",
     "SYSTEM_KINDS",
     "TRADE_PNL",
     "TRADING_FEE",

@@ -22,10 +22,11 @@ import asyncpg
 from temporalio import activity
 
 from activities.exceptions import PolicyRefused, non_retryable
-from activities.ledger import _bankruptcy, _cases, _stages
+from activities.ledger import _bankruptcy, _cases, _stages, _venue_stages
 from activities.ledger._pricing import exact_arithmetic
 from activities.ledger._snapshot import ledger_clock, load_margin_snapshot, scan_breaches
 from activities.ledger._stages import STAGE_AFTER_COMMIT, Checkpoint, no_checkpoint
+from activities.venue import Venue
 from workflows import contract
 from workflows.contract import (
     BankruptcyRequest,
@@ -64,12 +65,21 @@ class LedgerActivities:
     its checkpoints (``STAGE_CHECKED``, ``STAGE_IN_TRANSACTION``,
     ``STAGE_AFTER_COMMIT``): nothing in production; a fault test's hook or
     freeze (``worker.failpoints``) in tests.
+
+    ``venue`` is where a stage's orders go: None for the ``ledger`` venue (the
+    backstop takes the positions over at the mark with the policy's slippage),
+    or an order gateway's port (``activities.venue``) for the ``http`` venue.
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, policies: PolicyBook = STANDARD_BOOK, checkpoint: Checkpoint = no_checkpoint
+        self,
+        pool: asyncpg.Pool,
+        policies: PolicyBook = STANDARD_BOOK,
+        checkpoint: Checkpoint = no_checkpoint,
+        venue: Venue | None = None,
     ) -> None:
         self.pool = pool
+        self.venue = venue
         # The operator's book: every case opened through this worker is held to it.
         self.policies = policies
         self.checkpoint = checkpoint
@@ -99,7 +109,11 @@ class LedgerActivities:
     @non_retryable
     @exact
     async def execute_liquidation_stage(self, request: StageRequest) -> StageResult:
-        """Sell what the plan says at mark less slippage, book PnL and fee; once per (case, stage)."""
+        """Sell what the plan says (at mark less slippage, or through the venue), book PnL and fee; once per stage."""
+        if self.venue is not None:
+            result = await _venue_stages.run_stage(self.pool, request, self.venue, self.checkpoint)
+            await self.checkpoint(STAGE_AFTER_COMMIT)
+            return result
         async with self.pool.acquire() as conn, conn.transaction():
             result = await _stages.book_stage(conn, request, self.checkpoint)
         await self.checkpoint(STAGE_AFTER_COMMIT)

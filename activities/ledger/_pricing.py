@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal, localcontext
 
 from workflows.contract import CollateralSale
 from workflows.domain import margin
@@ -72,6 +72,78 @@ def fill_order(
             mark_price=mark,
             fill_price=fill_price,
             notional=quantity * fill_price,
+            realised_pnl=pnl,
+        )
+
+
+def bankruptcy_price(held: Decimal, mark: Decimal, equity: Decimal) -> Decimal | None:
+    """The price at which closing all of ``held`` (signed) leaves the account's equity at zero.
+
+    Equity falls by ``|held| x (mark - price)`` for a long sold below the mark
+    (a short bought back above it), so the price is ``mark - sign x equity / |held|``.
+    None when it bounds nothing: equity at or below zero (the trader has nothing
+    left to protect; what the sale loses is the insurance fund's, settled after
+    the close-out), or a long's price at or below zero.
+    """
+    if held == 0 or equity <= 0:
+        return None
+    sign = 1 if held > 0 else -1
+    with exact_arithmetic():
+        price = mark - sign * equity / abs(held)
+    return price if price > 0 else None
+
+
+def limit_price(
+    side: str, mark: Decimal, max_slippage: Decimal, bankruptcy: Decimal | None, places: int
+) -> Decimal:
+    """The limit of a liquidation order: the worst price the trader can be filled at.
+
+    Never worse than the mark by more than ``max_slippage``, nor than the
+    bankruptcy price: a sell's limit is the higher of ``mark x (1 - slippage)``
+    and the bankruptcy price, a buy's the lower of ``mark x (1 + slippage)`` and
+    it. Rounding to ``places`` goes toward the trader: a sell's limit rounds up
+    (ceiling), a buy's down (floor), so the rounded limit never breaks a bound;
+    the cost is a fill that may not happen at a price a hair beyond it.
+    """
+    with exact_arithmetic():
+        if side == "sell":
+            bound = mark * (1 - max_slippage)
+            if bankruptcy is not None:
+                bound = max(bound, bankruptcy)
+            return quantize(bound, places, ROUND_CEILING)
+        bound = mark * (1 + max_slippage)
+        if bankruptcy is not None:
+            bound = min(bound, bankruptcy)
+        return quantize(bound, places, ROUND_FLOOR)
+
+
+def venue_fill(
+    order: LiquidationOrder,
+    held: Decimal,
+    entry_price: Decimal,
+    mark: Decimal,
+    filled: Decimal,
+    average_price: Decimal,
+    places: int,
+) -> Fill | None:
+    """The fill a venue reported (``filled`` at ``average_price``) against a position of ``held``.
+
+    Like ``fill_order`` but at the venue's price and quantity: never more than
+    is held (a reduce-only order cannot flip), realised PnL floored.
+    """
+    if filled <= 0 or held == 0 or (order.side == "sell") != (held > 0):
+        return None
+    sign = 1 if held > 0 else -1
+    with exact_arithmetic():
+        quantity = min(filled, abs(held))
+        pnl = quantize(quantity * sign * (average_price - entry_price), places, ROUND_FLOOR)
+        return Fill(
+            instrument=order.instrument,
+            side=order.side,
+            quantity=quantity,
+            mark_price=mark,
+            fill_price=average_price,
+            notional=quantity * average_price,
             realised_pnl=pnl,
         )
 

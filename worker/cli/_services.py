@@ -64,6 +64,7 @@ async def worker(settings: Settings) -> int:
             max_concurrent_activities=settings.max_concurrent_activities,
             sandboxed=settings.workflow_sandbox,
             policies=settings.policies,
+            venue_url=settings.order_gateway,
         ):
             await stop.wait()
     return 0

@@ -137,7 +137,7 @@ class CaseStatus(Message):
     notices_owed: list[str] = []
     timeline: list[TimelineEntry]
     closed_at: datetime | None
-    # Why liquidation waits (``HOLD_STALE_MARKS``, ``HOLD_HALTED``) and what the ledger said; None when it does not.
+    # Why liquidation waits (``HOLD_STALE_MARKS``, ``HOLD_HALTED``, ``HOLD_VENUE``) and what the ledger said; None when it does not.
     hold: str | None = None
     hold_reason: str | None = None
 

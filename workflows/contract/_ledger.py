@@ -36,6 +36,9 @@ class StageRequest(Message):
     # The case policy's max_mark_age: the ledger refuses (StaleMarks) to sell on an older mark.
     # None in requests recorded before marks had an age: the ledger holds them to the default.
     max_mark_age: timedelta | None = None
+    # The venue filled nothing too many times: the ledger takes the positions over at the mark less
+    # slippage (the ``ledger`` venue's way), after booking any order of the stage still out.
+    backstop: bool = False
 
 
 class StageResult(Message):

@@ -23,6 +23,9 @@ ACCOUNT_ABOVE_MAINTENANCE = "AccountAboveMaintenance"
 # A stage refused because a mark was too old or an instrument halted: the case holds, nothing was sold.
 STALE_MARKS = "StaleMarks"
 INSTRUMENT_HALTED = "InstrumentHalted"
+# A liquidation stage's venue refused its order, or did not answer within the activity's retries.
+ORDER_REJECTED = "OrderRejected"
+VENUE_UNAVAILABLE = "VenueUnavailable"
 
 # Activities the case calls, by name (the workflow never imports the activities' code).
 ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"
@@ -38,11 +41,14 @@ ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 MARGIN_SHORTFALL = SearchAttributeKey.for_float("MarginShortfall")
 DEPOSIT_DEADLINE = SearchAttributeKey.for_datetime("DepositDeadline")
 LIQUIDATION_STAGE = SearchAttributeKey.for_int("LiquidationStage")
-# Why a case's liquidation waits (HOLD_STALE_MARKS, HOLD_HALTED); unset when it resumes, so
+# Why a case's liquidation waits (HOLD_STALE_MARKS, HOLD_HALTED, HOLD_VENUE); unset when it resumes, so
 # ``MarginCallHold IS NOT NULL`` (or ``= 'STALE_MARKS'``) lists every held case in one query.
 MARGIN_CALL_HOLD = SearchAttributeKey.for_keyword("MarginCallHold")
 HOLD_STALE_MARKS = "STALE_MARKS"
 HOLD_HALTED = "HALTED"
+# The order gateway refused a stage's orders or did not answer: the stage is tried again, the same
+# orders first (they may exist at the venue), so the case never closes with an order unbooked.
+HOLD_VENUE = "VENUE"
 SEARCH_ATTRIBUTES = (
     MARGIN_CALL_STATE,
     ACCOUNT_ID,
