@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from activities.ledger import LedgerActivities
+from activities.ledger import LedgerActivities, reference
 from tests.helpers import CaseStack, account_with, fast_policy
+from worker.market import LISTINGS, Trader, onboard
 from worker.monitor import RiskMonitor
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
@@ -62,3 +63,21 @@ async def test_monitor_opens_cases_once_and_escalates(stack: CaseStack) -> None:
             except RPCError as error:  # visibility lags: it may have completed since the list
                 assert "already completed" in str(error), error
     assert (await api.handle(breached).describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_the_monitor_calls_no_one_on_a_stale_mark(stack: CaseStack) -> None:
+    """An account in breach only at a mark the exchange no longer stands behind gets no case."""
+    api = MarginCallClient(stack.client)
+    # An instrument of this test's own, so that its old mark holds no other test's accounts.
+    async with stack.pool.acquire() as conn:
+        await reference.add_instrument(conn, "MONSTALE", "USDT", LISTINGS["ETHUSDT"][1], D("3000"))
+        await reference.set_mark_price(conn, "MONSTALE", D("2950"), datetime.now(UTC) - timedelta(minutes=5))
+    await onboard(stack.pool, Trader("mon-stale", D("50"), {"MONSTALE": (D("10"), D("3000"))}))
+    monitor = RiskMonitor(LedgerActivities(stack.pool), api, fast_policy(deadline=timedelta(minutes=10)))
+    report = await monitor.tick()
+    assert report.unpriced >= 1
+    try:
+        await api.handle("mon-stale").describe()
+        raise AssertionError("an account breached only on a stale mark got a case")
+    except RPCError as error:
+        assert "not found" in str(error).lower(), error
