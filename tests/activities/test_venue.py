@@ -6,6 +6,7 @@ the venue simulator served on loopback over HTTP, on a real PostgreSQL ledger.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -15,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.ledger import STAGE_ORDER_SENT, LedgerActivities, collateral_account
 from activities.ledger._pricing import bankruptcy_price, limit_price
+from activities.ledger.audit import check_invariants
 from activities.venue import HttpVenue, client_order_id, venue_http_client
 from tests.helpers import balance, free_port, open_case
 from worker.market import Trader, move_market, onboard
@@ -226,3 +228,31 @@ async def test_an_outage_fails_the_stage_then_the_same_order_is_resent(
     result = await ledger.execute_liquidation_stage(request)
     assert [f.quantity for f in result.fills] == [D("0.1")]
     assert list(sim.orders) == [row["client_order_id"]]
+
+
+async def test_two_attempts_of_one_stage_at_once_make_one_order_booked_once(
+    venue: asyncpg.Pool, simulator: tuple[VenueSimulator, str], gateway: HttpVenue
+) -> None:
+    """A retry started while the first attempt still waits on the venue (a start-to-close timeout)."""
+    sim, _ = simulator
+    sim.set_book("BTCUSDT", [(D("40080"), D("1"))])
+    sim.behaviour.latency_seconds = 0.5  # both attempts are in flight together
+    ledger = LedgerActivities(venue, venue=gateway)
+    request = await breached(venue, "twice", ledger)
+
+    first, second = await asyncio.gather(
+        ledger.execute_liquidation_stage(request), ledger.execute_liquidation_stage(request)
+    )
+
+    assert first == second
+    coid = client_order_id("case-twice", 1, "BTCUSDT")
+    assert list(sim.orders) == [coid], "one order at the venue"
+    assert sim.orders_for(coid) == 2, "both attempts asked, under the same id"
+    assert [f.quantity for f in first.fills] == [D("0.1")]
+    assert await position(venue, "twice") == D("0")
+    async with venue.acquire() as conn:
+        postings = await conn.fetch(
+            "SELECT kind FROM transfers WHERE case_id = 'case-twice' AND kind <> 'deposit' ORDER BY kind"
+        )
+        assert (await check_invariants(conn)).holds
+    assert [p["kind"] for p in postings] == ["liquidation_fee", "realised_pnl"]
