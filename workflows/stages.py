@@ -11,6 +11,10 @@ so they are handled here, apart from the lifecycle (``case.py``):
   booked its answer. The case is held (``MarginCallHold = VENUE``, said in the
   timeline) and neither plans another stage nor closes meanwhile: a case that
   closed with an order out could leave a fill unbooked.
+- **A report the ledger will not book** (``VenueReportInvalid``: a fill above
+  the order, a price beyond its limit, a sale of what the ledger does not
+  hold): held likewise, the same request again, nothing booked, until people
+  settle the disagreement between venue and ledger.
 - **Rejected** (``OrderRejected``): final at the venue, nothing of it filled;
   the same request goes again (the ledger books first any order of the stage
   the venue did answer, and sends the rejected one as a new attempt).
@@ -42,7 +46,11 @@ from workflows.record import CaseRecord
 BACKSTOP_AFTER = 3
 """Empty stages in a row (or rejections of one stage) before the backstop takes the positions over."""
 
-VENUE_TROUBLE = {contract.VENUE_UNAVAILABLE: "venue unavailable", contract.ORDER_REJECTED: "rejected"}
+VENUE_TROUBLE = {
+    contract.VENUE_UNAVAILABLE: "venue unavailable",
+    contract.ORDER_REJECTED: "rejected",
+    contract.VENUE_REPORT_INVALID: "venue report refused",
+}
 
 
 def backstop_due(record: CaseRecord) -> bool:
