@@ -110,7 +110,7 @@ async def feed(settings: Settings, kind: str, path: str, operator: str | None, a
     if kind == "reference" and not operator:
         raise BadFeedFile("--operator: required for reference data (the audit names who changed it)")
     async with ledger_pool(settings) as pool:
-        feeds = LedgerFeeds(pool)
+        feeds = LedgerFeeds(pool, settings.policies)
         if kind == "reconcile":
             results = [await feeds.reconcile(view) for view in records]
             emit(
