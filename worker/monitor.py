@@ -4,6 +4,8 @@ Every tick it runs ``scan_breaches`` (one statement over all accounts, read to
 the end), opens a case for each breached account (the workflow id makes a
 repeat join the open case) unless staff waived it and it is above the hard
 threshold, and tells open cases whose account fell past the hard threshold.
+Then it warns accounts near a call (``worker.warnings``), after the calls, so
+that a slow or failing warning scan never delays one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from activities.ledger import LedgerActivities
+from temporalio.runtime import Runtime
+
+from activities.ledger import LedgerActivities, LedgerWarnings
+from worker.warnings import AccountWarner, WarningReport
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import Breach, BreachScan, RiskEscalation
@@ -35,6 +40,7 @@ class TickReport:
     escalated: int = 0
     waived: int = 0
     unpriced: int = 0
+    warnings: WarningReport | None = None
 
 
 @dataclass
@@ -48,8 +54,26 @@ class RiskMonitor:
     # The operator's book: an account whose reference data names a policy in it is held to that
     # policy; other accounts (and a name the book lost since) to ``policy``.
     policies: PolicyBook | None = None
+    # Warnings before the call, each account at its policy's levels; None: no warnings.
+    warner: AccountWarner | None = None
+    warn: bool = True
     _opened: dict[str, float] = field(default_factory=dict)
     _escalated: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.warner is None and self.warn:
+            # Counted on the process's Temporal runtime: its Prometheus endpoint, where one is configured.
+            runtime = self.cases.client.service_client.config.runtime or Runtime.default()
+            self.warner = AccountWarner(
+                LedgerWarnings(self.ledger.pool),
+                lambda name: self._named_policy(name)[1],
+                [self.policy, *(p.defaults for p in self.policies.policies)]
+                if self.policies
+                else [self.policy],
+                self.policy.max_mark_age,
+                runtime.metric_meter,
+                self.limit,
+            )
 
     async def tick(self) -> TickReport:
         scanned_at = await self.ledger.clock()
@@ -101,15 +125,23 @@ class RiskMonitor:
         # Accounts that are healthy again may breach again later with a new case.
         breached = {b.account_id for b in breaches}
         self._escalated &= breached
+        if self.warner is not None:
+            try:
+                report.warnings = await self.warner.tick()
+            except Exception:
+                log.exception("warning scan failed; calls are not affected; retrying next tick")
         return report
 
     def _policy_of(self, breach: Breach) -> tuple[str, CasePolicy]:
-        if breach.policy_name is not None and self.policies is not None:
+        return self._named_policy(breach.policy_name, breach.account_id)
+
+    def _named_policy(self, name: str | None, account_id: str = "?") -> tuple[str, CasePolicy]:
+        if name is not None and self.policies is not None:
             try:
-                return breach.policy_name, self.policies.resolve(breach.policy_name)
+                return name, self.policies.resolve(name)
             except PolicyError as error:
                 # Opening the case on the standard policy beats not calling a breached account.
-                log.warning("account %s: %s; its case follows %s", breach.account_id, error, DEFAULT_POLICY)
+                log.warning("account %s: %s; its case follows %s", account_id, error, DEFAULT_POLICY)
         return DEFAULT_POLICY, self.policy
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
@@ -123,6 +155,10 @@ class RiskMonitor:
                         report.breaches,
                         report.opened,
                         report.escalated,
+                    )
+                if report.warnings is not None and report.warnings.warned:
+                    log.info(
+                        "warnings: %d sent, %d re-armed", report.warnings.warned, report.warnings.rearmed
                     )
             except Exception:
                 log.exception("scan failed; retrying next tick")

@@ -21,12 +21,15 @@ Storage (SQL):
     ``_movements``   funding, collateral in, withdrawals (refused during a case or below initial margin)
     ``_reference_feed`` assets, instruments, accounts, each change audited
     ``_reconcile``   the exchange's view of an account against the ledger's
+    ``_warnings``    warnings before the call: who is near a call, each warning once, re-arming
+    ``_calls``       each margin call as made, and the day's calls for the regulator's record
 
 Adapters:
     ``LedgerActivities``  the case workflow's activities (``_activities``)
     ``PostgresDeposits``  the client's ``DepositLedger`` (``_deposits``)
     ``LedgerFeeds``       the feeds' in-process client: marks, trades, movements, withdrawals,
                           reference data, reconciliation (``_feeds``)
+    ``LedgerWarnings``    the risk monitor's warnings (``_warnings``)
 
 Public modules beside them: ``reference`` (the venue's reference-data writes),
 ``audit`` (is the ledger in balance, do the invariants hold), ``migrate`` (the
@@ -63,6 +66,7 @@ from activities.ledger._accounts import (
     uncovered_loss_account,
 )
 from activities.ledger._activities import LedgerActivities
+from activities.ledger._calls import CallRecord, calls_on
 from activities.ledger._deposits import PostgresDeposits, credit_deposit
 from activities.ledger._feeds import LedgerFeeds
 from activities.ledger._movements import WithdrawalRefused
@@ -92,6 +96,7 @@ from activities.ledger._store import (
     post_transfer,
 )
 from activities.ledger._venue_stages import STAGE_ORDER_SENT
+from activities.ledger._warnings import LedgerWarnings
 
 __all__ = [
     "COLLATERAL",
@@ -116,18 +121,21 @@ __all__ = [
     "UNCOVERED_LOSS",
     "UNCOVERED_LOSS_BOOKED",
     "WITHDRAWAL",
+    "CallRecord",
     "CaseCounts",
     "CasesSummary",
     "Checkpoint",
     "DeficitCover",
     "LedgerActivities",
     "LedgerFeeds",
+    "LedgerWarnings",
     "Outcome",
     "PostgresDeposits",
     "Posting",
     "WithdrawalRefused",
     "account_exists",
     "balance_of",
+    "calls_on",
     "case_counts",
     "cases_summary",
     "closed_case_state",

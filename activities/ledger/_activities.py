@@ -22,7 +22,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.exceptions import PolicyRefused, non_retryable
-from activities.ledger import _bankruptcy, _cases, _stages, _venue_stages
+from activities.ledger import _bankruptcy, _calls, _cases, _stages, _venue_stages
 from activities.ledger._pricing import exact_arithmetic
 from activities.ledger._snapshot import ledger_clock, load_margin_snapshot, scan_breaches
 from activities.ledger._stages import STAGE_AFTER_COMMIT, Checkpoint, no_checkpoint
@@ -103,6 +103,7 @@ class LedgerActivities:
         async with self.pool.acquire() as conn, conn.transaction():
             snapshot = await load_margin_snapshot(conn, opening.account_id)
             await _cases.record_opening(conn, opening)
+            await _calls.record_call(conn, opening, snapshot)  # the call, for the regulator's daily record
             return snapshot
 
     @activity.defn(name=contract.ACTIVITY_LIQUIDATION_STAGE)

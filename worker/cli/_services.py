@@ -74,15 +74,18 @@ async def monitor(settings: Settings, interval: timedelta) -> int:
     """Scan the ledger for breached accounts every ``interval`` and open (or escalate) their cases."""
     from activities.ledger import LedgerActivities
     from worker.monitor import RiskMonitor
-    from worker.worker import stop_on_signals
+    from worker.worker import metrics_runtime, stop_on_signals
+    from workflows.client import MarginCallClient, connect
 
     async with ledger_pool(settings) as pool:
         # Cases the monitor opens follow the policy the exchange named for the account, else the
         # operator's standard policy (its hard line too).
         policy = settings.policies.resolve(DEFAULT_POLICY)
-        risk_monitor = RiskMonitor(
-            LedgerActivities(pool), await case_client(settings), policy, policies=settings.policies
-        )
+        # The warnings it sends are counted on its own Prometheus endpoint (MARGIN_CALL_METRICS_PORT).
+        address = settings.temporal_address or DEFAULT_ADDRESS
+        runtime = metrics_runtime(settings.metrics_port)
+        cases = MarginCallClient(await connect(address, settings.namespace, runtime=runtime))
+        risk_monitor = RiskMonitor(LedgerActivities(pool), cases, policy, policies=settings.policies)
         await risk_monitor.run(stop_on_signals(), interval.total_seconds())
     return 0
 

@@ -10,7 +10,8 @@ Small private modules behind this one, each with one vocabulary:
 ``_names`` (task queue, workflow, update, query and activity names, search
 attributes), ``_case`` (what callers and the case say to each other),
 ``_ledger`` (the ledger activities' inputs and outputs), ``_notices`` (what
-the trader is told), ``_feeds`` (what an exchange tells the ledger, and its answer).
+the trader is told), ``_feeds`` (what an exchange tells the ledger, and its answer),
+``_warnings`` (warnings before the call: the monitor's scan, the ledger's record).
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ from workflows.contract._notices import (
     NoticeDelivery,
     NoticeKind,
 )
+from workflows.contract._warnings import (
+    MarginWarning,
+    NearCall,
+    WarningCrossing,
+    WarningScan,
+    level_text,
+    warning_id,
+    warning_prefix,
+)
 
 __all__ = [
     "ACCOUNT_ABOVE_MAINTENANCE",
@@ -166,9 +176,11 @@ __all__ = [
     "DepositReceipt",
     "FeedAnswer",
     "InstrumentListing",
+    "MarginWarning",
     "Mark",
     "Movement",
     "MovementKind",
+    "NearCall",
     "Notice",
     "NoticeDelivery",
     "NoticeKind",
@@ -184,7 +196,12 @@ __all__ = [
     "TimelineEntry",
     "Trade",
     "Waiver",
+    "WarningCrossing",
+    "WarningScan",
     "Withdrawal",
     "case_id",
+    "level_text",
+    "warning_id",
+    "warning_prefix",
     "workflow_id",
 ]

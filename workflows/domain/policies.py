@@ -13,6 +13,7 @@ Pure and deterministic: the book is data, loaded once at start.
 
 from __future__ import annotations
 
+import decimal
 import json
 from datetime import timedelta
 from decimal import Decimal
@@ -35,6 +36,13 @@ MAX_PAUSE_BETWEEN_STAGES = timedelta(hours=1)
 # and a day-old mark is never a price to sell at.
 DEFAULT_MAX_MARK_AGE = timedelta(seconds=60)
 MAX_MARK_AGE = timedelta(days=1)
+# Warnings before the call: equity below 150 % and then 120 % of maintenance, each
+# warned once until the account is clearly (5 % of the level) back above it.
+DEFAULT_WARNING_LEVELS = (Decimal("1.5"), Decimal("1.2"))
+DEFAULT_WARNING_REARM_MARGIN = Decimal("0.05")
+MAX_WARNING_LEVELS = 5
+# A warning at ten times maintenance is not a warning, it is noise.
+MAX_WARNING_LEVEL = Decimal(10)
 
 
 class CasePolicy(Message):
@@ -62,6 +70,15 @@ class CasePolicy(Message):
         description="never liquidate on a mark older than this; the case waits for fresh marks instead",
     )
     liquidation: LiquidationPolicy = LiquidationPolicy()
+    warning_levels: list[DecimalStr] = Field(
+        default=list(DEFAULT_WARNING_LEVELS),
+        description="warn the trader, before any call, when equity falls below each of these multiples of"
+        " maintenance (the risk monitor; once per level until the account is clearly back above it)",
+    )
+    warning_rearm_margin: DecimalStr = Field(
+        default=DEFAULT_WARNING_REARM_MARGIN,
+        description="a level warns again only after equity went above level x (1 + this) x maintenance",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> CasePolicy:
@@ -89,7 +106,32 @@ class CasePolicy(Message):
         )
         within("notice_delivery_window", self.notice_delivery_window, timedelta(seconds=1), timedelta(days=1))
         within("max_mark_age", self.max_mark_age, timedelta(seconds=1), MAX_MARK_AGE)
+        # A level at or below 1 would warn at or after the call itself; the same level twice would warn twice.
+        if len(self.warning_levels) > MAX_WARNING_LEVELS:
+            raise ValueError(f"warning_levels: at most {MAX_WARNING_LEVELS} levels")
+        for level in self.warning_levels:
+            if not 1 < level <= MAX_WARNING_LEVEL:
+                raise ValueError(
+                    f"warning_levels: each must be above 1 and at most {MAX_WARNING_LEVEL}, got {level}"
+                )
+        if len(set(self.warning_levels)) != len(self.warning_levels):
+            raise ValueError("warning_levels: each level at most once")
+        if not 0 <= self.warning_rearm_margin <= 1:
+            raise ValueError("warning_rearm_margin: must be in [0, 1]")
         return self
+
+    def warning_levels_crossed(self, equity: Decimal, maintenance_margin: Decimal) -> list[Decimal]:
+        """The levels whose line (level x maintenance) equity is below, highest first; none once in breach.
+
+        In breach the case says more than any warning could, so no level is
+        crossed there: a warning never arrives with the call.
+        """
+        if maintenance_margin <= 0 or equity < maintenance_margin:
+            return []
+        with decimal.localcontext() as exact:
+            exact.prec = 200  # the product of two figures, never rounded before the comparison
+            crossed = [lv for lv in self.warning_levels if equity < lv * maintenance_margin]
+        return sorted(crossed, reverse=True)
 
 
 def describe_span(value: timedelta) -> str:
