@@ -3,6 +3,7 @@
 Inside: ``_parser`` (commands, options, and the types that refuse bad
 values), ``_cases`` (start, deposit, cases list/show/extend/waive/force),
 ``_instruments`` (instruments halt/resume/list), ``_feeds`` (feed KIND FILE),
+``_reports`` (report calls),
 ``_services`` (up, api, worker, monitor, db migrate), ``_resources`` (the
 ledger's database and the case client, opened and closed in one place),
 ``_output`` (lines and tables, or ``--json``) and ``_errors`` (the one line on
@@ -103,6 +104,10 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
         from worker.cli import _feeds
 
         return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json)
+    if args.command == "report":
+        from worker.cli import _reports
+
+        return _reports.calls(settings, args.day, args.json)
     if args.command == "start":
         return _cases.start(settings, args.account_id, args.call_id, args.deadline, args.policy, args.json)
     if args.command == "deposit":

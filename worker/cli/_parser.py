@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from workflows.domain.policies import MAX_DEADLINE, describe_span
 from workflows.listing import LISTED_STATES
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="the figures are always JSON; accepted like elsewhere"
     )
     _add_feeds(commands)
+    _add_reports(commands)
     db = commands.add_parser("db", help="ledger database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
     db_commands.add_parser("migrate", help="apply the SQL migrations (safe to run twice)")
@@ -185,3 +186,24 @@ def _add_feeds(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     feed.add_argument("file", metavar="FILE", help="JSON (a list or one record) or JSON lines; - for stdin")
     feed.add_argument("--operator", help="who changes reference data (required for reference; audited)")
     feed.add_argument("--json", action="store_true")
+
+
+def _day(text: str) -> date:
+    """An argparse type for a calendar day, ``YYYY-MM-DD`` (exit 2 naming the option otherwise)."""
+    from worker.call_report import parse_day
+
+    try:
+        return parse_day(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_reports(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``report calls --day``: the regulator's daily record of margin calls (FINRA Rule 4220)."""
+    report = commands.add_parser("report", help="reports read from the ledger")
+    reports = report.add_subparsers(dest="report_kind", required=True, metavar="REPORT")
+    calls = reports.add_parser(
+        "calls", help="the day's margin calls: amount, due date, how and when met (CSV; --json)"
+    )
+    calls.add_argument("--day", type=_day, required=True, help="YYYY-MM-DD; the day runs 00:00 to 24:00 UTC")
+    calls.add_argument("--json", action="store_true")
