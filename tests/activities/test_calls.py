@@ -1,0 +1,74 @@
+"""The record of each margin call, written by the transaction that opens a case on an account in breach."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from activities.ledger import LedgerActivities, _calls
+from activities.ledger import reference as exchange
+from worker.market import Trader, move_market, onboard
+from workflows.contract import CaseOpening
+from workflows.domain.policies import CasePolicy
+
+D = Decimal
+POLICY = CasePolicy(deadline=timedelta(minutes=30))
+
+
+async def trader(pool: asyncpg.Pool, account: str, collateral: str) -> None:
+    await onboard(pool, Trader(account, D(collateral), {"BTCUSDT": (D(1), D("49900"))}))
+    async with pool.acquire() as conn:
+        await move_market(conn, {"BTCUSDT": D("49500")})  # maintenance 198, equity collateral - 400
+
+
+def opening(account: str, at: datetime) -> CaseOpening:
+    return CaseOpening(case_id=f"{account}/c1", account_id=account, call_id="c1", opened_at=at, policy=POLICY)
+
+
+async def call_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT case_id, shortfall, deposit_asked, called_at, due_at FROM margin_calls ORDER BY case_id"
+        )
+
+
+async def test_a_case_opened_in_breach_records_its_call_and_a_healthy_one_none(venue: asyncpg.Pool) -> None:
+    ledger = LedgerActivities(venue)
+    await trader(venue, "short", "550")
+    await trader(venue, "fine", "700")
+    async with venue.acquire() as conn:  # maintenance 198.0000004, equity 150.0001: shortfall 47.9999004
+        await exchange.set_mark_price(conn, "BTCUSDT", D("49500.0001"))
+    at = datetime.now(UTC).replace(microsecond=0)
+    await ledger.open_case(opening("short", at))
+    await ledger.open_case(opening("fine", at))
+    [call] = await call_rows(venue)
+    assert call["case_id"] == "short/c1" and call["called_at"] == at
+    assert call["shortfall"] == D("47.9999004")
+    assert call["deposit_asked"] == D("47.999901")  # rounded up to the unit: paying it cures
+    assert call["due_at"] == at + POLICY.deadline
+
+    # The opening retried after the market moved: the call says what the case now goes on with.
+    async with venue.acquire() as conn:
+        await exchange.set_mark_price(conn, "BTCUSDT", D("49400"))  # maintenance 197.6, equity 50
+    await ledger.open_case(opening("short", at))
+    [again] = await call_rows(venue)
+    assert again["shortfall"] > call["shortfall"] and again["called_at"] == at
+
+
+async def test_a_failed_opening_records_no_call_and_no_case(
+    venue: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await trader(venue, "fails", "550")
+
+    async def broken(*_args: object) -> None:
+        raise RuntimeError("the call could not be written")
+
+    monkeypatch.setattr(_calls, "record_call", broken)
+    with pytest.raises(RuntimeError):
+        await LedgerActivities(venue).open_case(opening("fails", datetime.now(UTC)))
+    async with venue.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM margin_call_cases") == 0
+    assert await call_rows(venue) == []
