@@ -174,6 +174,8 @@ async def test_a_bad_day_is_refused_naming_it(stack: CaseStack, api: httpx.Async
     assert missing.status_code == 422 and missing.json()["detail"].startswith("day:"), missing.text
     odd = await api.get("/v1/reports/calls", params={"day": "2025-11-28", "format": "xml"}, headers=READ)
     assert odd.status_code == 422 and odd.json()["detail"].startswith("format:"), odd.text
+    anonymous = await api.get("/v1/reports/calls", params={"day": "2025-11-28"})
+    assert anonymous.status_code == 401
     wrong = await api.get(
         "/v1/reports/calls", params={"day": "2025-11-28"}, headers=auth("open-token-0123456789")
     )

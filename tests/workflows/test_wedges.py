@@ -210,7 +210,10 @@ async def close_all_running(stack: CaseStack) -> None:
     api = MarginCallClient(stack.client)
     for case in await api.list_cases():
         if case.running:
-            await api.handle(case.account_id or "").terminate("monitor test done")
+            try:
+                await api.handle(case.account_id or "").terminate("monitor test done")
+            except RPCError as error:  # visibility lags: it may have completed since the list
+                assert "already completed" in str(error), error
 
 
 async def test_every_breached_account_gets_a_case_whatever_the_count(stack: CaseStack) -> None:
