@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import asyncpg
 import pytest
 
-from activities.ledger import LedgerActivities, _calls
+from activities.ledger import LedgerActivities, _calls, calls_on
 from activities.ledger import reference as exchange
 from worker.market import Trader, move_market, onboard
 from workflows.contract import CaseOpening
@@ -72,3 +72,31 @@ async def test_a_failed_opening_records_no_call_and_no_case(
     async with venue.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM margin_call_cases") == 0
     assert await call_rows(venue) == []
+
+
+async def test_a_day_runs_from_midnight_to_midnight_utc_whatever_the_sessions_zone(
+    venue: asyncpg.Pool, ledger_url: str
+) -> None:
+    ledger = LedgerActivities(venue)
+    utc = UTC
+    times = {
+        "first": datetime(2025, 11, 28, 0, 0, tzinfo=utc),
+        "last": datetime(2025, 11, 28, 23, 59, 59, 999999, tzinfo=utc),
+        "east": datetime(2025, 11, 29, 1, 0, tzinfo=timezone(timedelta(hours=2))),  # 23:00 UTC on the 28th
+        "before": datetime(2025, 11, 27, 23, 59, 59, 999999, tzinfo=utc),
+        "after": datetime(2025, 11, 29, 0, 0, tzinfo=utc),
+    }
+    for name, at in times.items():
+        await trader(venue, name, "550")
+        await ledger.open_case(opening(name, at))
+    # Read as a desk in Tokyo would be connected: the day is still UTC's.
+    tokyo = await asyncpg.create_pool(
+        ledger_url, min_size=1, max_size=1, server_settings={"timezone": "Asia/Tokyo"}
+    )
+    try:
+        calls = await calls_on(tokyo, date(2025, 11, 28))
+    finally:
+        await tokyo.close()
+    assert [c.account_id for c in calls] == ["first", "east", "last"]
+    assert all(c.met_by == "still open" and c.call_amount == D(48) for c in calls)
+    assert calls[1].called_at == times["east"]
