@@ -1,7 +1,8 @@
 """The record of each margin call, and the day's calls as the regulator's daily record reads them (FINRA 4220).
 
 A call is written by the transaction that opens a case on an account in
-breach (``record_call``, from ``LedgerActivities.open_case``): the shortfall
+breach (``record_call``, from ``LedgerActivities.open_case``), which also
+spends the account's warning levels (``_warnings``): the shortfall
 that transaction read, the deposit asked (the shortfall rounded up to the
 currency's unit, as the trader's notice says) and when it is due (opened at
 plus the policy's deadline: the workflow sets the same deadline from the same
@@ -21,6 +22,7 @@ from decimal import Decimal
 import asyncpg
 
 from activities.ledger._accounts import COLLATERAL, COLLATERAL_IN, DEPOSIT
+from activities.ledger._warnings import spend_levels_on_call
 from workflows.contract import CaseOpening, CaseState
 from workflows.domain.message import Message
 from workflows.domain.money import Figure
@@ -46,6 +48,7 @@ async def record_call(conn: asyncpg.Connection, opening: CaseOpening, snapshot: 
     """The call the opening case makes, in its transaction; nothing for an account not in breach."""
     if not snapshot.in_breach:
         return
+    await spend_levels_on_call(conn, opening, snapshot)  # no warning on the way back from this call
     deadline = (opening.policy or CasePolicy()).deadline
     await conn.execute(
         "INSERT INTO margin_calls (case_id, account_id, currency, called_at, shortfall, deposit_asked, due_at)"

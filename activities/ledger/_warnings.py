@@ -17,18 +17,36 @@ Three statements for the risk monitor, and one read for statements:
   warning per account and level holds at a time (a unique index), so a scan
   that repeats, or two monitors at once, write nothing twice.
 
+A margin call spends every warning level it passed (``spend_levels_on_call``,
+in the transaction that opens the case): the call says more than any warning,
+and an account the case brought back to, say, 1.3 x maintenance is not warned
+right after its close; its levels re-arm like a warning's, once it is clearly
+above them.
+
 The figures are the breach scan's (``_snapshot``), asked of other accounts;
 ``tests/activities/test_warnings.py`` holds both to ``workflows.domain.margin``.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
-from workflows.contract import MarginWarning, NearCall, WarningCrossing, WarningScan, warning_prefix
+from workflows.contract import (
+    CaseOpening,
+    MarginWarning,
+    NearCall,
+    WarningCrossing,
+    WarningScan,
+    warning_prefix,
+)
+from workflows.domain.policies import CasePolicy
+from workflows.domain.portfolio import MarginSnapshot
+
+log = logging.getLogger("margin_call.ledger.warnings")
 
 # Per account: unrealised PnL and maintenance of its positions at their marks (tier bands joined by
 # notional), the haircut value of its collateral. ``{accounts}`` narrows both to some accounts.
@@ -119,6 +137,17 @@ _OUTBOX_SQL = (
     " VALUES ($1, NULL, $2::jsonb, $3) ON CONFLICT (notice_id) DO NOTHING"
 )
 
+# Each level of the case's policy that no warning holds is spent by the call (no notice).
+_SPEND_SQL = """
+INSERT INTO margin_warnings (account_id, level, episode, currency, equity, maintenance_margin,
+                             distance_to_call, rearm_above, case_id)
+SELECT $1, l.level, coalesce((SELECT max(episode) FROM margin_warnings w
+                               WHERE w.account_id = $1 AND w.level = l.level), 0) + 1,
+       $2, $3::numeric, $4::numeric, $3::numeric - $4::numeric, l.level * (1 + $6::numeric), $7
+  FROM unnest($5::numeric[]) AS l(level)
+ON CONFLICT DO NOTHING
+"""
+
 _COLUMNS = (
     "account_id, currency, level, episode, equity, maintenance_margin, distance_to_call, rearm_above,"
     " notice_id, warned_at, rearmed_at"
@@ -169,9 +198,37 @@ class LedgerWarnings:
     async def of_account(self, account_id: str, since: datetime | None = None) -> list[MarginWarning]:
         """The account's warnings, oldest first (since ``since``): what a statement lists."""
         rows = await self.pool.fetch(
-            f"SELECT {_COLUMNS} FROM margin_warnings WHERE account_id = $1"
+            f"SELECT {_COLUMNS} FROM margin_warnings WHERE account_id = $1 AND notice_id IS NOT NULL"
             " AND ($2::timestamptz IS NULL OR warned_at >= $2) ORDER BY warned_at, level DESC",
             account_id,
             since,
         )
         return [MarginWarning.model_validate(dict(r)) for r in rows]
+
+
+async def spend_levels_on_call(
+    conn: asyncpg.Connection, opening: CaseOpening, snapshot: MarginSnapshot
+) -> None:
+    """Every warning level of the case's policy is spent by its call, in the opening's transaction.
+
+    Bookkeeping for warnings only: in a savepoint, and a failure is logged, never
+    raised, so that nothing about a warning can keep a case from opening.
+    """
+    policy = opening.policy or CasePolicy()
+    if not policy.warning_levels:
+        return
+    figures = snapshot.figures
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                _SPEND_SQL,
+                opening.account_id,
+                snapshot.currency,
+                figures.equity,
+                figures.maintenance_margin,
+                policy.warning_levels,
+                policy.warning_rearm_margin,
+                opening.case_id,
+            )
+    except asyncpg.PostgresError:
+        log.exception("case %s: its warning levels could not be marked spent", opening.case_id)

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from activities.ledger import (
+    LedgerActivities,
     LedgerWarnings,
     collateral_account,
     external_account,
@@ -23,10 +24,9 @@ from activities.ledger import (
     post_transfer,
 )
 from activities.ledger import reference as exchange
-from tests.helpers import open_case
 from worker.market import Trader, move_market, onboard
 from worker.warnings import AccountWarner
-from workflows.contract import MarginWarning, Notice, NoticeKind, WarningCrossing, WarningScan
+from workflows.contract import CaseOpening, MarginWarning, Notice, NoticeKind, WarningCrossing, WarningScan
 from workflows.domain.policies import CasePolicy
 
 D = Decimal
@@ -164,9 +164,7 @@ async def test_no_warning_on_a_stale_mark_nor_in_breach_nor_with_a_case_open(ven
 
 async def open_case_in_breach(pool: asyncpg.Pool, account: str) -> None:
     """A case the ledger shows open for the account (its row, as a workflow's opening writes it)."""
-    from activities.ledger import LedgerActivities
-
-    await open_case(LedgerActivities(pool), account, f"{account}/c1")
+    await LedgerActivities(pool).open_case(opening_of(account))
 
 
 async def test_the_scan_reads_the_figures_the_case_would(venue: asyncpg.Pool) -> None:
@@ -257,3 +255,67 @@ def test_levels_and_re_arm_margin_are_checked_naming_the_field() -> None:
     assert CasePolicy(warning_levels=[]).warning_levels_crossed(D(200), D(198)) == []
     assert POLICY.warning_levels_crossed(D(230), D(198)) == [D("1.5"), D("1.2")]
     assert POLICY.warning_levels_crossed(D(197), D(198)) == []  # in breach: the case, not a warning
+
+
+async def test_a_call_spends_every_level_so_the_way_back_is_not_warned(venue: asyncpg.Pool) -> None:
+    """The call says more than any warning: its levels hold until the account is clearly above them."""
+    watch = warner(venue)
+    account = await trader(venue, "called", "240")  # 1.212 x maintenance: the 1.5 warning goes out
+    assert (await watch.tick()).warned == 1
+    await move_equity(venue, account, "-90")  # 150: in breach, and a case opens on it
+    await open_case_in_breach(venue, account)
+    spent = await rows(venue, account)
+    assert [(r["level"], r["episode"], r["notice_id"]) for r in spent] == [
+        ("1.5", 1, f"warning:{account}:1.5:1"),  # warned before the call: it stays that warning
+        ("1.2", 1, None),  # spent by the call, no notice
+    ]
+    # A retried opening spends nothing twice.
+    await LedgerActivities(venue).open_case(opening_of(account))
+    assert len(await rows(venue, account)) == 2
+
+    # The case closes with the account back at 230 (a deposit): no warning on the way back.
+    await move_equity(venue, account, "80")
+    await close_case(venue, account)
+    assert (await watch.tick()).warned == 0
+    await move_equity(venue, account, "82")  # 312: clearly above both: re-armed
+    assert (await watch.tick()).rearmed == 2
+    await move_equity(venue, account, "-82")  # 230: both warn, a new episode each
+    assert (await watch.tick()).warned == 2
+    assert [(w.level, w.episode) for w in await LedgerWarnings(venue).of_account(account)] == [
+        (D("1.5"), 1),
+        (D("1.5"), 2),
+        (D("1.2"), 2),
+    ]
+
+
+async def test_warning_bookkeeping_never_keeps_a_case_from_opening(venue: asyncpg.Pool) -> None:
+    account = await trader(venue, "opens", "150")
+    async with venue.acquire() as conn:
+        await conn.execute("ALTER TABLE margin_warnings RENAME TO margin_warnings_gone")
+    try:
+        snapshot = await LedgerActivities(venue).open_case(opening_of(account))
+    finally:
+        async with venue.acquire() as conn:
+            await conn.execute("ALTER TABLE margin_warnings_gone RENAME TO margin_warnings")
+    assert snapshot.in_breach
+    async with venue.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM margin_calls WHERE account_id = $1", account) == 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM margin_call_cases WHERE account_id = $1", account) == 1
+        )
+
+
+def opening_of(account: str) -> CaseOpening:
+    return CaseOpening(
+        case_id=f"{account}/c1", account_id=account, call_id="c1", opened_at=datetime.now(UTC), policy=POLICY
+    )
+
+
+async def close_case(pool: asyncpg.Pool, account: str) -> None:
+    """The case's close as the ledger records it (outcome and time), without running a workflow."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE margin_call_cases SET state = 'CURED', closed_at = now(), outcome = '{}'::jsonb"
+            " WHERE account_id = $1 AND closed_at IS NULL",
+            account,
+        )

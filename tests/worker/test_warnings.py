@@ -11,10 +11,11 @@ import httpx
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 
-from activities.ledger import LedgerActivities
-from tests.helpers import CaseStack, account_with, fast_policy, free_port
+from activities.ledger import LedgerActivities, PostgresDeposits
+from tests.helpers import CaseStack, account_with, fast_policy, free_port, wait_state
 from worker.monitor import RiskMonitor
 from workflows.client import MarginCallClient
+from workflows.contract import CaseState, Deposit
 
 
 async def close_all_running(api: MarginCallClient) -> None:
@@ -83,3 +84,29 @@ async def test_a_failing_warning_scan_never_holds_up_a_call(stack: CaseStack) ->
         assert (await api.handle(breached).describe()).id.endswith(breached)
     finally:
         await close_all_running(api)
+
+
+async def test_a_trader_who_paid_the_call_is_not_warned_on_the_way_back(stack: CaseStack) -> None:
+    """A real case cured at 1.41 x maintenance: the call spent the levels, so no warning follows its close."""
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "warn-paid", "550")  # equity 150 against maintenance 198
+    handle = await api.open_case(account, "paid-1", fast_policy(deadline=timedelta(minutes=10)))
+    await wait_state(handle, CaseState.AWAITING_DEPOSIT)
+    deposit = Deposit(account_id=account, deposit_id=f"{account}-w", amount=D(130), currency="USDT")
+    await api.report_deposit(PostgresDeposits(stack.pool), deposit)  # equity 280: cured, below 1.5x
+    assert (await handle.result()).state == CaseState.CURED
+    monitor = RiskMonitor(LedgerActivities(stack.pool), api, fast_policy(deadline=timedelta(minutes=10)))
+    assert monitor.warner is not None
+    await monitor.warner.tick()
+    async with stack.pool.acquire() as conn:
+        spent = await conn.fetch(
+            "SELECT level::text AS level, notice_id, case_id, rearmed_at FROM margin_warnings"
+            " WHERE account_id = $1 ORDER BY level DESC",
+            account,
+        )
+    # No warning: 1.5 is held by the call; 1.2 re-armed (280 is clearly above 1.26 x 198) but not crossed.
+    assert [(r["level"], r["notice_id"], r["rearmed_at"] is None) for r in spent] == [
+        ("1.5", None, True),
+        ("1.2", None, False),
+    ]
+    assert {r["case_id"] for r in spent} == {f"{account}/paid-1"}

@@ -1,27 +1,33 @@
 -- Warnings before the call (issue 13), and the record of each call that the
 -- regulator's daily report reads (FINRA Rule 4220).
 
--- One row per warning sent: the account fell below level x maintenance (a level
--- of its policy, e.g. 1.5 and 1.2) while still above maintenance. A warning
--- holds (rearmed_at IS NULL) until the account is clearly back above it
--- (equity > rearm_above x maintenance); only then may the level warn again, as
--- the next episode. At most one warning per account and level holds at a time,
--- so a scan that repeats writes nothing twice.
+-- One row per warning level spent: a warning sent (notice_id), or a margin
+-- call that came first (case_id: the call says more than any warning, and the
+-- levels it passed are not warned again on the way back). A warning is sent
+-- when the account fell below level x maintenance (a level of its policy, e.g.
+-- 1.5 and 1.2) while still above maintenance. A row holds (rearmed_at IS NULL)
+-- until the account is clearly back above its level (equity > rearm_above x
+-- maintenance); only then may the level warn again, as the next episode. At
+-- most one row per account and level holds at a time, so a scan that repeats
+-- writes nothing twice.
 CREATE TABLE margin_warnings (
     account_id         text NOT NULL REFERENCES accounts,
     level              numeric NOT NULL CHECK (level > 1 AND level < 'Infinity'),
     episode            integer NOT NULL CHECK (episode >= 1),
     currency           text NOT NULL REFERENCES assets,
     equity             numeric NOT NULL CHECK (equity > '-Infinity' AND equity < 'Infinity'),
-    maintenance_margin numeric NOT NULL CHECK (maintenance_margin > 0 AND maintenance_margin < 'Infinity'),
-    distance_to_call   numeric NOT NULL CHECK (distance_to_call >= 0 AND distance_to_call < 'Infinity'),
+    maintenance_margin numeric NOT NULL CHECK (maintenance_margin >= 0 AND maintenance_margin < 'Infinity'),
+    distance_to_call   numeric NOT NULL CHECK (distance_to_call > '-Infinity' AND distance_to_call < 'Infinity'),
     rearm_above        numeric NOT NULL CHECK (rearm_above < 'Infinity'),
-    notice_id          text NOT NULL UNIQUE,
+    notice_id          text UNIQUE,
+    case_id            text REFERENCES margin_call_cases,
     warned_at          timestamptz NOT NULL DEFAULT now(),
     rearmed_at         timestamptz,
     PRIMARY KEY (account_id, level, episode),
-    -- Warned while above maintenance and below the level: never with or after the call.
-    CHECK (equity >= maintenance_margin AND equity < level * maintenance_margin),
+    -- A warning sent, or a level spent by a call: one or the other.
+    CHECK ((notice_id IS NULL) <> (case_id IS NULL)),
+    -- A warning is sent above maintenance and below its level: never with or after the call.
+    CHECK (notice_id IS NULL OR (equity >= maintenance_margin AND equity < level * maintenance_margin)),
     CHECK (distance_to_call = equity - maintenance_margin),
     CHECK (rearm_above >= level)
 );
