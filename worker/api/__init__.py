@@ -12,7 +12,8 @@ repeats what was sent nor another account's data, and never shows internals
 (see ``worker.serving.one_error_shape``).
 
 Inside: ``_app`` (the factory and health check), a module of routes per
-resource (``_cases``, ``_deposits``, ``_staff``, ``_feeds``), ``_auth`` (scopes per
+resource (``_cases``, ``_deposits``, ``_staff``, ``_feeds``, ``_instruments``,
+``_insurance``), ``_auth`` (scopes per
 route), ``_problems`` (refusals in our words) and ``_services`` (what the
 routes work with). The ledger reads the routes make before asking a case
 (``account_exists``, ``settlement_currency``, ``closed_case_state``) are the

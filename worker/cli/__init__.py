@@ -65,7 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         settings = load_settings()
         if args.command == "demo":
-            from worker.demo import main as demo_main
+            from worker.demo.run import main as demo_main
 
             return demo_main(settings)
         return asyncio.run(_command(settings, args))
@@ -90,7 +90,13 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
     from workflows.contract import Deposit, StaffAction
 
     if args.command == "up":
-        return _services.up(settings, args.temporal_port, args.receiver_port, args.api_port)
+        return _services.up(
+            settings,
+            args.temporal_port,
+            args.receiver_port,
+            args.api_port,
+            args.venue_port if args.sample_exchange else None,
+        )
     if args.command == "api":
         return _services.api(settings, args.host, args.port)
     if args.command == "worker":

@@ -88,6 +88,15 @@ def _add_services(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     up.add_argument("--temporal-port", type=int, default=7233)
     up.add_argument("--receiver-port", type=int, default=8377)
     up.add_argument("--api-port", type=int, default=8080)
+    up.add_argument(
+        "--sample-exchange",
+        action="store_true",
+        help="load the sample exchange through the API (accounts, positions, marks, insurance fund) and send"
+        " liquidations to the venue simulator, on --venue-port",
+    )
+    up.add_argument(
+        "--venue-port", type=int, default=8378, help="the venue simulator's port (--sample-exchange)"
+    )
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--host", default="127.0.0.1")

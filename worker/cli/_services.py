@@ -13,14 +13,40 @@ from worker.cli._resources import DEFAULT_ADDRESS, case_client, ledger_database_
 from worker.config import Settings
 from workflows.domain.policies import DEFAULT_POLICY
 
+# What the sample exchange's loader and market call: reference data and the fund, then the feeds.
+SAMPLE_SCOPES = frozenset({"admin", "feed:write"})
 
-async def up(settings: Settings, temporal_port: int, receiver_port: int, api_port: int) -> int:
-    """The embedded stack (Temporal, PostgreSQL, worker, monitor, receiver, API) until stopped."""
+
+def sample_token(settings: Settings) -> str:
+    """The configured token the sample exchange loads with, or "" for the development token ``up`` makes."""
+    if not settings.api_tokens:
+        return ""
+    for token, scopes in settings.api_tokens.items():
+        if scopes >= SAMPLE_SCOPES:
+            return token
+    raise ValueError(
+        "MARGIN_CALL_API_TOKENS: --sample-exchange needs a token with the admin and feed:write scopes"
+    )
+
+
+async def up(
+    settings: Settings, temporal_port: int, receiver_port: int, api_port: int, venue_port: int | None
+) -> int:
+    """The embedded stack (Temporal, PostgreSQL, worker, monitor, receiver, API) until stopped.
+
+    ``venue_port``: with the sample exchange, loaded through the API, and the
+    venue simulator on that port taking the liquidation orders.
+    """
     from worker.stack import embedded_stack
     from worker.worker import stop_on_signals
 
     async with embedded_stack(
-        settings, temporal_port=temporal_port, receiver_port=receiver_port, api_port=api_port
+        settings,
+        temporal_port=temporal_port,
+        receiver_port=receiver_port,
+        api_port=api_port,
+        venue_port=venue_port,
+        sample_exchange_token=sample_token(settings) if venue_port is not None else None,
     ) as stack:
         print("margin-call is up:\n" + stack.describe() + "\nCtrl-C stops everything.", flush=True)
         await stop_on_signals().wait()
