@@ -58,6 +58,8 @@ def _main(argv: Sequence[str] | None) -> int:
         level=logging.INFO if args.command in SERVICES else logging.WARNING,
         format='{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
     )
+    # httpx logs every request at INFO: the notices, the sample market's ticks and orders would drown the rest.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "risk":
         from worker import risk_command
 
@@ -108,7 +110,7 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
     if args.command == "feed":
         from worker.cli import _feeds
 
-        return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json)
+        return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json, args.as_of)
     if args.command == "start":
         return _cases.start(settings, args.account_id, args.call_id, args.deadline, args.policy, args.json)
     if args.command == "deposit":

@@ -62,6 +62,11 @@ def aware_time(text: str) -> datetime:
     return value
 
 
+def as_of(text: str) -> datetime | str:
+    """``--as-of``: a time with its zone, or ``now``, kept as it is: stamped as late as possible, when sent."""
+    return text if text == "now" else aware_time(text)
+
+
 # Staff may give a case up to the longest deadline a policy allows, and no less than a second.
 CASE_SPAN = seconds(timedelta(seconds=1), MAX_DEADLINE)
 
@@ -193,4 +198,9 @@ def _add_feeds(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     feed.add_argument("file", metavar="FILE", help="JSON (a list or one record) or JSON lines; - for stdin")
     feed.add_argument("--operator", help="who changes reference data (required for reference; audited)")
+    feed.add_argument(
+        "--as-of",
+        type=as_of,
+        help="marks: the time of records that give none (ISO 8601 with a zone, or now: as the command sends them)",
+    )
     feed.add_argument("--json", action="store_true")
