@@ -37,8 +37,19 @@ Say = Callable[[str], None]
 REBOUND_AFTER = 8.0
 
 
-async def play(api_url: str, token: str, venue_url: str, say: Say, timeout: float = 150) -> bool:
-    """The crash from the exchange's side; True when every case it opened has closed within ``timeout``."""
+async def play(
+    api_url: str,
+    token: str,
+    venue_url: str,
+    say: Say,
+    timeout: float = 150,
+    on_market: Callable[[Market | None], None] = lambda _: None,
+) -> bool:
+    """The crash from the exchange's side; True when every case it opened has closed within ``timeout``.
+
+    ``on_market`` is told the market once it quotes, and None before it stops:
+    the operator's stack lets it requote a book as an order arrives (``Market.follow``).
+    """
     async with (
         ApiClient.connect(api_url, token) as api,
         httpx.AsyncClient(base_url=venue_url, timeout=10) as venue_http,
@@ -50,6 +61,7 @@ async def play(api_url: str, token: str, venue_url: str, say: Say, timeout: floa
             f" (reference data, collateral movements, opening fills, marks) and paid {INSURANCE_FUND:,} USDT"
             " into the insurance fund; its market quotes the venue simulator's books around the marks."
         )
+        on_market(market)
         stop_market = asyncio.Event()
         ticking = asyncio.create_task(market.run(stop_market, TICK_SECONDS))
         started = time.monotonic()
@@ -70,6 +82,7 @@ async def play(api_url: str, token: str, venue_url: str, say: Say, timeout: floa
             )
             finished = await _all_closed(api, {p.name for p in PERSONAS if p.breached}, timeout)
         finally:
+            on_market(None)
             done.set()
             stop_market.set()
             await asyncio.gather(*tasks, ticking)

@@ -18,6 +18,7 @@ from decimal import Decimal
 from worker.config import Settings
 from worker.demo.crash import play
 from worker.demo.summary import audit
+from worker.exchange.market import Market
 from worker.stack import embedded_stack, fresh_data_dir
 from workflows.domain.liquidation import LiquidationPolicy
 from workflows.domain.policies import CasePolicy
@@ -72,8 +73,14 @@ async def run_demo(
             f" {POLICY.hard_threshold * 100:.0f} % of maintenance, orders at most"
             f" {POLICY.liquidation.slippage * 100:.1f} % below the mark."
         )
-        assert stack.api_url and stack.api_token and stack.venue_url
-        finished = await play(stack.api_url, stack.api_token, stack.venue_url, _say)
+        assert stack.api_url and stack.api_token and stack.venue_url and stack.venue
+        simulator = stack.venue
+
+        def hook(market: Market | None) -> None:
+            # The exchange's market maker requotes a book whose mark moved before an order matches.
+            simulator.before_match = market.follow if market else None
+
+        finished = await play(stack.api_url, stack.api_token, stack.venue_url, _say, on_market=hook)
         ok = await audit(stack, _say) and finished
         if stack.web_ui:
             _say(

@@ -11,7 +11,9 @@ Liquidation orders go to the venue simulator, whose book stands still unless
 told otherwise. A market maker requotes it around the latest marks on every
 tick, through the simulator's admin routes (``PUT /admin/books/{instrument}``):
 the depth the liquidations took comes back, and after a crash the book follows
-the price down.
+the price down. So that no order meets a book quoted around the price before a
+crash, the dev stack also calls ``follow`` as each order arrives at the
+simulator: a book whose mark has moved is requoted first.
 """
 
 from __future__ import annotations
@@ -134,6 +136,22 @@ class Market:
             if stale:
                 await self.api.marks(stale)  # a newer mark fed meanwhile is kept: these are answered ignored
             await self._quote(current)
+
+    async def follow(self, instrument: str) -> None:
+        """Requote ``instrument``'s book if its mark moved since it was quoted (an order is about to match).
+
+        Marks fed by others (``margin-call feed marks``) reach the books on the
+        next tick; an order for the instrument must not wait for it.
+        """
+        try:
+            async with self._lock:
+                for view in await self.api.instruments():
+                    moved = view.mark_price is not None and view.mark_price != self.marks.get(view.instrument)
+                    if view.instrument == instrument and moved and not view.halted:
+                        assert view.mark_price is not None
+                        await self._quote({instrument: view.mark_price})
+        except (httpx.HTTPError, ApiError) as error:
+            log.warning("sample market: could not requote %s: %s", instrument, error)
 
     async def _quote(self, marks: Mapping[str, Decimal]) -> None:
         for instrument, mark in marks.items():

@@ -224,6 +224,9 @@ async def embedded_stack(
                     "MARGIN_CALL_API_TOKENS: the sample exchange needs a token with admin and feed:write"
                 )
             market = await stack.enter_async_context(sample_exchange(api_url, token, venue_url))
+            assert venue is not None
+            venue.before_match = market.follow  # no order meets a book quoted before the mark moved
+            stack.callback(setattr, venue, "before_match", None)  # unhooked before the market stops
         yield Stack(
             client,
             pool,
