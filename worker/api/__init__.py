@@ -1,7 +1,8 @@
 """HTTP API for exchange services that do not use a Temporal SDK (``margin-call api``).
 
 Bearer tokens carry scopes (``cases:open``, ``deposits:write``, ``cases:read``,
-``cases:act``, ``feed:write`` for the exchange's feeds, ``admin`` for reference data). Every body is a pydantic model, so a bad one is a 422 naming the
+``cases:act``, ``feed:write`` for the exchange's feeds, ``admin`` for reference data,
+halts and the insurance fund). Every body is a pydantic model, so a bad one is a 422 naming the
 field; nothing is written before the request has been validated and the
 account found.
 
