@@ -71,7 +71,7 @@ async def play(
         roles = Roles(api, PERSONAS, started, say)
         tasks = [
             asyncio.create_task(roles.play(done)),
-            asyncio.create_task(_progress(api, started, done, say)),
+            asyncio.create_task(_progress(api, market.venue, started, done, say)),
         ]
         try:
             await asyncio.sleep(REBOUND_AFTER)
@@ -90,11 +90,16 @@ async def play(
         return finished
 
 
-async def _progress(api: ApiClient, started: float, done: asyncio.Event, say: Say) -> None:
+async def _progress(api: ApiClient, venue: VenueAdmin, started: float, done: asyncio.Event, say: Say) -> None:
+    """Every 3 s: the cases by state (the API's listing) and the liquidation orders the simulator matched."""
     while not done.is_set():
         counts = Counter(c.state for c in await api.cases())
-        line = " · ".join(f"{state} {n}" for state, n in sorted(counts.items()) if state)
-        say(f"t={time.monotonic() - started:4.0f}s  cases: {line or 'none yet'}")
+        line = " · ".join(f"{state} {n}" for state, n in sorted(counts.items()) if state) or "none yet"
+        orders = await venue.orders()
+        if orders:
+            filled = sum(1 for o in orders if o.filled_quantity > 0)
+            line += f"  |  venue simulator: {len(orders)} orders, {filled} filled"
+        say(f"t={time.monotonic() - started:4.0f}s  cases: {line}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 3)
 

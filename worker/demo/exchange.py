@@ -31,18 +31,18 @@ OPENING_MARKS = {instrument: price for instrument, (price, _) in LISTINGS.items(
 INSURANCE_FUND = D("600")
 # The books the market quotes around each mark, requoted every ``TICK_SECONDS``: thin near the
 # mark, so that a crash's orders share them and some fill only in part; deeper further out, beyond
-# the limit a liquidation order may reach (the demo policy's slippage, 0.2 %).
+# the limit a liquidation order may reach (the demo policy's slippage, 0.1 %).
 BOOKS: dict[str, BookShape] = {
     "BTCUSDT": shape(
         ("0.0002", "0.15"),
-        ("0.0005", "0.2"),
-        ("0.001", "0.3"),
-        ("0.0015", "0.35"),
-        ("0.004", "3"),
+        ("0.0004", "0.2"),
+        ("0.0007", "0.3"),
+        ("0.001", "0.35"),
+        ("0.003", "3"),
         ("0.01", "10"),
     ),
-    "ETHUSDT": shape(("0.0002", "1"), ("0.0005", "1.5"), ("0.001", "2"), ("0.0015", "3"), ("0.004", "50")),
-    "SOLUSDT": shape(("0.0002", "10"), ("0.0005", "20"), ("0.001", "30"), ("0.0015", "40"), ("0.004", "500")),
+    "ETHUSDT": shape(("0.0002", "1"), ("0.0004", "1.5"), ("0.0007", "2"), ("0.001", "3"), ("0.003", "50")),
+    "SOLUSDT": shape(("0.0002", "10"), ("0.0004", "20"), ("0.0007", "30"), ("0.001", "40"), ("0.003", "500")),
 }
 TICK_SECONDS = 1.5
 
@@ -66,7 +66,7 @@ PERSONAS = [
     *(Persona(f"steady-{i}", "BTCUSDT", D(20000 + 5000 * i), D("2.5"), "none") for i in range(4)),
     *(Persona(f"depositor-{i}", "ETHUSDT", D(30000 + 4000 * i), D("0.8"), "deposit") for i in range(4)),
     Persona("depositor-unannounced", "BTCUSDT", D(40000), D("0.75"), "unannounced"),
-    *(Persona(f"restored-{i}", "BTCUSDT", D(30000 + 5000 * i), D("0.85"), "none") for i in range(3)),
+    *(Persona(f"restored-{i}", "BTCUSDT", D(30000 + 5000 * i), D("0.9"), "none") for i in range(3)),
     *(Persona(f"closed-out-{i}", "BTCUSDT", D(25000 + 5000 * i), D("0.6"), "none") for i in range(2)),
     Persona("hard-line", "ETHUSDT", D(45000), D("0.3"), "none"),
     *(Persona(f"bankrupt-{i}", "BTCUSDT", D(60000 + 20000 * i), D("-1.5"), "none") for i in range(2)),

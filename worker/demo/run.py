@@ -29,8 +29,8 @@ POLICY = CasePolicy(
     pause_between_stages=timedelta(seconds=2),
     max_stages=4,
     notice_delivery_window=timedelta(seconds=15),
-    # Orders may fill up to 0.2 % below the mark (never below the bankruptcy price).
-    liquidation=LiquidationPolicy(fraction_per_stage=Decimal("0.25"), slippage=Decimal("0.002")),
+    # Orders may fill up to 0.1 % below the mark (never below the bankruptcy price).
+    liquidation=LiquidationPolicy(fraction_per_stage=Decimal("0.25"), slippage=Decimal("0.001")),
 )
 
 
