@@ -98,7 +98,7 @@ async def _progress(api: ApiClient, venue: VenueAdmin, started: float, done: asy
         orders = await venue.orders()
         if orders:
             filled = sum(1 for o in orders if o.filled_quantity > 0)
-            line += f"  |  venue simulator: {len(orders)} orders, {filled} filled"
+            line += f"  |  venue simulator: {len(orders)} orders, {filled} with fills"
         say(f"t={time.monotonic() - started:4.0f}s  cases: {line}")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 3)
