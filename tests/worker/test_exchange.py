@@ -13,12 +13,15 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
 from activities.ledger.audit import check_invariants
 from tests.helpers import TEST_POLICIES, free_port, margin_call
 from worker.api import create_app
+from worker.cli._services import sample_token
+from worker.config import load_settings
 from worker.exchange.api import ApiClient
 from worker.exchange.market import Market, VenueAdmin, shape
 from worker.exchange.sample import SAMPLE_ACCOUNTS, SAMPLE_BOOKS, SAMPLE_INSURANCE_FUND, SAMPLE_MARKS, load
@@ -142,3 +145,14 @@ async def test_feed_marks_as_of_now(venue: asyncpg.Pool, ledger_url: str, tmp_pa
     assert code == 2 and err.strip() == "error: --as-of: only marks carry a time", err
     code, _, err = await margin_call(env, "feed", "marks", str(crash), "--as-of", "2020-01-01")
     assert code == 2 and "--as-of" in err and "no time zone" in err, err
+
+
+def test_up_loads_the_sample_with_a_token_that_may() -> None:
+    """``up --sample-exchange`` loads with the development token, or a configured one with both scopes."""
+    assert sample_token(load_settings({})) == ""  # none configured: up makes one with every scope
+    tokens = "reader-token-0123456789=cases:read;loader-token-0123456789=admin,feed:write,cases:read"
+    assert sample_token(load_settings({"MARGIN_CALL_API_TOKENS": tokens})) == "loader-token-0123456789"
+    with pytest.raises(
+        ValueError, match=r"^MARGIN_CALL_API_TOKENS: --sample-exchange needs a token with the admin"
+    ):
+        sample_token(load_settings({"MARGIN_CALL_API_TOKENS": "feed-token-0123456789=feed:write"}))
