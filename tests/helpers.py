@@ -29,14 +29,22 @@ from worker.stack import free_port as free_port  # re-exported: the tests' one w
 from worker.stack import until as until  # re-exported: the tests' one way to wait
 from workflows import contract
 from workflows.contract import CaseOpening, CaseOutcome, CaseState, CaseStatus
-from workflows.domain.policies import CasePolicy, open_book
+from workflows.domain.policies import CasePolicy, PolicyBook, open_book
 
 D = Decimal
 
 
 # The tests' operator lets a case set any field within CasePolicy's outer limits,
 # so that a test can run a deadline of seconds; production books are narrower.
-TEST_POLICIES = open_book()
+# The suite's book: the open standard policy, and "vip" (a two-hour deadline) for an account whose
+# reference data names it.
+VIP_DEADLINE = timedelta(hours=2)
+TEST_POLICIES = PolicyBook(
+    policies=[
+        *open_book().policies,
+        open_book(CasePolicy(deadline=VIP_DEADLINE)).policies[0].model_copy(update={"name": "vip"}),
+    ]
+)
 
 
 # Task failures the server records for its own reasons, not the workflow's: a

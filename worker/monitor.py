@@ -19,7 +19,7 @@ from activities.ledger import LedgerActivities
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import Breach, BreachScan, RiskEscalation
-from workflows.domain.policies import CasePolicy
+from workflows.domain.policies import DEFAULT_POLICY, CasePolicy, PolicyBook, PolicyError
 
 log = logging.getLogger("margin_call.monitor")
 
@@ -45,6 +45,9 @@ class RiskMonitor:
     # Rows per page of the scan; every breached account is read whatever the count.
     limit: int = 10_000
     concurrency: int = 32
+    # The operator's book: an account whose reference data names a policy in it is held to that
+    # policy; other accounts (and a name the book lost since) to ``policy``.
+    policies: PolicyBook | None = None
     _opened: dict[str, float] = field(default_factory=dict)
     _escalated: set[str] = field(default_factory=set)
 
@@ -65,7 +68,8 @@ class RiskMonitor:
                     # A stale mark or a halted instrument: no one is called on that price.
                     report.unpriced += 1
                     return
-                hard_line = breach.maintenance_margin * self.policy.hard_threshold
+                name, policy = self._policy_of(breach)
+                hard_line = breach.maintenance_margin * policy.hard_threshold
                 if breach.waived and breach.equity >= hard_line:
                     # Staff waived the account's last case: no new case, unless past the hard line.
                     report.waived += 1
@@ -74,7 +78,7 @@ class RiskMonitor:
                 started_now = now - self._opened.get(breach.account_id, -REMEMBER_SECONDS) >= REMEMBER_SECONDS
                 if started_now:
                     await self.cases.open_case(
-                        breach.account_id, call_id, self.policy, shortfall=breach.shortfall
+                        breach.account_id, call_id, policy, policy_name=name, shortfall=breach.shortfall
                     )
                     self._opened[breach.account_id] = now
                     report.opened += 1
@@ -98,6 +102,15 @@ class RiskMonitor:
         breached = {b.account_id for b in breaches}
         self._escalated &= breached
         return report
+
+    def _policy_of(self, breach: Breach) -> tuple[str, CasePolicy]:
+        if breach.policy_name is not None and self.policies is not None:
+            try:
+                return breach.policy_name, self.policies.resolve(breach.policy_name)
+            except PolicyError as error:
+                # Opening the case on the standard policy beats not calling a breached account.
+                log.warning("account %s: %s; its case follows %s", breach.account_id, error, DEFAULT_POLICY)
+        return DEFAULT_POLICY, self.policy
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
         log.info("risk monitor scanning every %.1f s", interval)

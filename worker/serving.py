@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -155,16 +155,23 @@ class BodyLimit:
     for a 401. The app then receives the body as one message.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        # Paths (by prefix) allowed a larger body: a feed's batch of thousands of records.
+        self.larger = dict(larger or {})
+
+    def limit_for(self, scope: Scope) -> int:
+        path: str = scope.get("path", "")
+        return next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not _CONTENT_LENGTH.fullmatch(declared) or int(declared) > self.limit):
+        if declared is not None and (not _CONTENT_LENGTH.fullmatch(declared) or int(declared) > limit):
             await self.too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -177,7 +184,7 @@ class BodyLimit:
                 break
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
+            if size > limit:
                 await self.too_large(scope, receive, send)
                 return
             chunks.append(chunk)
@@ -195,4 +202,4 @@ class BodyLimit:
         # The connection is left open: closing it with the client still sending makes
         # the kernel reset it, and the client loses the 413 it has not read yet. The
         # server then reads and drops the rest of the body; it never reaches the app.
-        await problem(413, f"body: larger than {self.limit} bytes")(scope, receive, send)
+        await problem(413, f"body: larger than {self.limit_for(scope)} bytes")(scope, receive, send)

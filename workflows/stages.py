@@ -11,6 +11,10 @@ so they are handled here, apart from the lifecycle (``case.py``):
   booked its answer. The case is held (``MarginCallHold = VENUE``, said in the
   timeline) and neither plans another stage nor closes meanwhile: a case that
   closed with an order out could leave a fill unbooked.
+- **A report the ledger will not book** (``VenueReportInvalid``: a fill above
+  the order, a price beyond its limit, a sale of what the ledger does not
+  hold): held likewise, the same request again, nothing booked, until people
+  settle the disagreement between venue and ledger.
 - **Rejected** (``OrderRejected``): final at the venue, nothing of it filled;
   the same request goes again (the ledger books first any order of the stage
   the venue did answer, and sends the rejected one as a new attempt).
@@ -30,6 +34,7 @@ Workflow code: deterministic, no I/O; the waits are workflow timers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -42,7 +47,15 @@ from workflows.record import CaseRecord
 BACKSTOP_AFTER = 3
 """Empty stages in a row (or rejections of one stage) before the backstop takes the positions over."""
 
-VENUE_TROUBLE = {contract.VENUE_UNAVAILABLE: "venue unavailable", contract.ORDER_REJECTED: "rejected"}
+VENUE_LAST_RECHECK = timedelta(minutes=5)
+"""The longest wait between tries of a held stage: an outage of days stays a history of thousands
+of events, far from Temporal's limit (an order out is booked by the account's next stage anyway)."""
+
+VENUE_TROUBLE = {
+    contract.VENUE_UNAVAILABLE: "venue unavailable",
+    contract.ORDER_REJECTED: "rejected",
+    contract.VENUE_REPORT_INVALID: "venue report refused",
+}
 
 
 def backstop_due(record: CaseRecord) -> bool:
@@ -102,7 +115,8 @@ async def run_stage(
                 record.log(f"still held: {reason}; trying the venue again")
                 narrative.publish(record, search=False)
             said = trouble
-            await workflow.sleep(record.next_hold_wait(), summary=f"{what}: stage {request.stage} again")
+            wait = record.next_hold_wait(VENUE_LAST_RECHECK)
+            await workflow.sleep(wait, summary=f"{what}: stage {request.stage} again")
             continue
         if record.hold == contract.HOLD_VENUE and record.hold_ends():
             narrative.publish(record)

@@ -23,6 +23,7 @@ from activities.ledger._reference_feed import Record, apply_reference, key_of
 from activities.ledger._trades import book_trade
 from workflows.contract._feeds import (
     MAX_BATCH,
+    AccountRecord,
     AccountView,
     AssetPrice,
     FeedAnswer,
@@ -35,6 +36,7 @@ from workflows.contract._feeds import (
     Trade,
     Withdrawal,
 )
+from workflows.domain.policies import PolicyBook
 from workflows.domain.validation import describe_validation_error
 
 Raw = Mapping[str, Any]
@@ -46,8 +48,10 @@ _REFERENCE = TypeAdapter[Record](ReferenceRecord)
 class LedgerFeeds:
     """The feeds over one pool; every method is safe to repeat with the same records."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, policies: PolicyBook | None = None) -> None:
         self.pool = pool
+        # The operator's book: an account may name only a policy in it (None: names are not checked).
+        self.policies = policies
 
     async def marks(self, records: Sequence[Mark | AssetPrice | Raw]) -> FeedAnswer:
         """Instrument marks ``{instrument, price, as_of}`` and asset prices ``{asset, price, as_of}``."""
@@ -71,6 +75,9 @@ class LedgerFeeds:
     async def reference(self, records: Sequence[Record | Raw], operator: str) -> FeedAnswer:
         """Assets, instruments and accounts (``kind`` says which), audited as changed by ``operator``."""
         valid, results = validate_reference(records)
+        if self.policies is not None:
+            valid, unknown = _known_policies_only(valid, {p.name for p in self.policies.policies})
+            results += unknown
 
         async def apply(conn: asyncpg.Connection, record: Record) -> RecordStatus:
             return await apply_reference(conn, record, operator)
@@ -81,6 +88,26 @@ class LedgerFeeds:
     async def reconcile(self, view: AccountView | Raw) -> Reconciliation:
         """Every difference between the exchange's view of an account and the ledger's; writes nothing."""
         return await reconcile(self.pool, AccountView.model_validate(view))
+
+
+def _known_policies_only(
+    valid: list[tuple[int, Record]], known: set[str]
+) -> tuple[list[tuple[int, Record]], list[RecordResult]]:
+    """Accounts naming a policy outside the operator's book are refused: no case could be held to it."""
+    kept: list[tuple[int, Record]] = []
+    unknown: list[RecordResult] = []
+    names = ", ".join(sorted(known))
+    for index, record in valid:
+        if (
+            isinstance(record, AccountRecord)
+            and record.policy_name is not None
+            and record.policy_name not in known
+        ):
+            detail = f"policy_name: {record.policy_name!r} is not in the operator's book (known: {names})"
+            unknown.append(refused(index, record.account_id, detail))
+        else:
+            kept.append((index, record))
+    return kept, unknown
 
 
 def validate_reference(

@@ -93,6 +93,9 @@ def bankruptcy_price(held: Decimal, mark: Decimal, equity: Decimal) -> Decimal |
     return price if price > 0 else None
 
 
+LIMIT_SIGNIFICANT_DIGITS = 6
+
+
 def limit_price(
     side: str, mark: Decimal, max_slippage: Decimal, bankruptcy: Decimal | None, places: int
 ) -> Decimal:
@@ -101,10 +104,13 @@ def limit_price(
     Never worse than the mark by more than ``max_slippage``, nor than the
     bankruptcy price: a sell's limit is the higher of ``mark x (1 - slippage)``
     and the bankruptcy price, a buy's the lower of ``mark x (1 + slippage)`` and
-    it. Rounding to ``places`` goes toward the trader: a sell's limit rounds up
+    it. Rounding to ``places`` (or to six significant digits of the mark, if finer) goes toward the trader: a sell's limit rounds up
     (ceiling), a buy's down (floor), so the rounded limit never breaks a bound;
     the cost is a fill that may not happen at a price a hair beyond it.
     """
+    # At least six significant digits whatever the settlement currency's places: a cheap
+    # instrument's slippage is not rounded away, nor its buy limit down to zero.
+    places = max(places, LIMIT_SIGNIFICANT_DIGITS - 1 - mark.adjusted())
     with exact_arithmetic():
         if side == "sell":
             bound = mark * (1 - max_slippage)

@@ -121,7 +121,7 @@ WITH exposure AS (
      WHERE la.kind = 'collateral'
      GROUP BY la.account_id
 )
-SELECT e.account_id, a.settlement_currency AS currency,
+SELECT e.account_id, a.settlement_currency AS currency, a.policy_name,
        coalesce(c.value, 0) + e.upnl AS equity, e.mm AS maintenance_margin,
        e.mm - (coalesce(c.value, 0) + e.upnl) AS shortfall,
        EXISTS (SELECT 1 FROM waivers w

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Final
 
 import asyncpg
+from temporalio.exceptions import ApplicationError
 
 from activities.exceptions import AccountAboveMaintenance, IdempotencyConflict
 from activities.ledger import _pricing
@@ -28,7 +29,7 @@ from activities.ledger._cases import lock_case_account
 from activities.ledger._snapshot import Prices, load_margin_snapshot
 from activities.ledger._store import ensure_collateral_account, ensure_system_accounts, post
 from activities.ledger.halts import refuse_untradable
-from workflows.contract import StageRequest, StageResult
+from workflows.contract import VENUE_UNAVAILABLE, StageRequest, StageResult
 from workflows.domain.liquidation import Fill, LiquidationPlan
 from workflows.domain.policies import DEFAULT_MAX_MARK_AGE
 
@@ -84,6 +85,26 @@ async def _stage_done(conn: asyncpg.Connection, request: StageRequest) -> StageR
     return StageResult.model_validate_json(done["result"])
 
 
+async def refuse_with_orders_out(conn: asyncpg.Connection, account_id: str) -> None:
+    """Sell nothing at the mark while an order of the account is out at a venue, unbooked.
+
+    Such an order may have filled: selling the position here too would sell it
+    twice. Only the ``http`` venue books it (it resends the same order id); a
+    worker on the ``ledger`` venue holds the case until one does.
+    """
+    out = await conn.fetch(
+        "SELECT client_order_id, case_id FROM venue_orders WHERE account_id = $1 AND NOT booked", account_id
+    )
+    if out:
+        orders = ", ".join(f"{r['client_order_id']} (case {r['case_id']})" for r in out)
+        raise ApplicationError(
+            f"orders of account {account_id} are out at the venue and not booked: {orders};"
+            " nothing sold until the http venue books them",
+            type=VENUE_UNAVAILABLE,
+            non_retryable=True,
+        )
+
+
 async def book_stage(conn: asyncpg.Connection, request: StageRequest, checkpoint: Checkpoint) -> StageResult:
     """Sell what the plan says at mark less slippage, book PnL and fee; once per (case, stage).
 
@@ -94,6 +115,7 @@ async def book_stage(conn: asyncpg.Connection, request: StageRequest, checkpoint
     done = await _stage_done(conn, request)
     if done is not None:
         return done
+    await refuse_with_orders_out(conn, plan.account_id)
 
     before = await load_margin_snapshot(conn, plan.account_id)
     if not before.in_breach:

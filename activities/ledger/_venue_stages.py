@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Final
 
 import asyncpg
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.exceptions import AccountAboveMaintenance
@@ -52,6 +53,7 @@ from activities.ledger._store import ensure_collateral_account, ensure_system_ac
 from activities.ledger.halts import refuse_untradable
 from activities.venue import (
     ORDER_REJECTED,
+    VENUE_REPORT_INVALID,
     VENUE_UNAVAILABLE,
     OrderReport,
     OrderStatus,
@@ -59,6 +61,7 @@ from activities.venue import (
     VenueOrder,
     VenueUnavailable,
     client_order_id,
+    report_problem,
 )
 from workflows.contract import StageRequest, StageResult
 from workflows.domain.liquidation import Fill, LiquidationOrder
@@ -71,6 +74,8 @@ STAGE_ORDER_SENT: Final = "stage.order_sent"
 # and the pauses between them; past them the case is told and tries again later.
 SEND_TRIES: Final = 3
 SEND_PAUSES: Final = (0.2, 0.5)
+SEND_SHARE_OF_ATTEMPT: Final = 0.8
+SEND_BUDGET_OUTSIDE_ACTIVITY: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,13 @@ async def run_stage(
     if orders is None:
         return result
     sent: list[_Sent] = []
+    until = asyncio.get_running_loop().time() + _send_budget()
     for order, mark in orders:
-        sent.append(_Sent(order, mark, await _send(venue, order)))
+        sent.append(_Sent(order, mark, await _send(venue, order, until)))
     rejected = [s for s in sent if s.report.status == OrderStatus.REJECTED]
     if rejected:
         async with pool.acquire() as conn, conn.transaction():
+            await lock_case_account(conn, request.case_id, request.plan.account_id)
             for s in rejected:
                 await conn.execute(
                     "UPDATE venue_orders SET status = 'rejected', reason = $2, booked = true"
@@ -134,22 +141,28 @@ async def _orders_to_send(
 ) -> list[tuple[VenueOrder, Decimal]] | None:
     """The stage's unbooked orders if a try before wrote them, else new ones from the plan (written now).
 
-    None when the stage goes to the backstop instead: asked for, and no order of the stage is out.
-    Orders already written are resent whatever the request says (they may exist at the venue);
+    None when the stage goes to the backstop instead: asked for, and no order of the account is out.
+    Orders already written and not booked, for any case of the account, are resent whatever the
+    request says (they may exist at the venue, and nothing new is sold before they are booked);
     new ones are checked first like the ``ledger`` venue's stage: breach, halts, the marks' age.
     """
     plan = request.plan
-    rows = await conn.fetch(
-        "SELECT * FROM venue_orders WHERE case_id = $1 AND stage = $2 ORDER BY instrument, attempt",
-        request.case_id,
-        request.stage,
+    pending = await conn.fetch(
+        "SELECT * FROM venue_orders WHERE account_id = $1 AND NOT booked ORDER BY created_at, client_order_id",
+        plan.account_id,
     )
-    pending = [r for r in rows if not r["booked"]]
     if pending:
-        # Sent, perhaps, by a try that crashed or found the venue down: the same orders again.
+        # Sent, perhaps, by a try that crashed or found the venue down (this case's, or one that
+        # ended with it out): the same orders again, booked with this stage, before anything new.
         return [(_order_of(r), r["mark_price"]) for r in pending]
     if request.backstop:
         return None
+    rows = await conn.fetch(
+        "SELECT instrument, max(attempt) AS attempt FROM venue_orders WHERE case_id = $1 AND stage = $2"
+        " GROUP BY instrument",
+        request.case_id,
+        request.stage,
+    )
     attempts = {r["instrument"]: r["attempt"] + 1 for r in rows}
     before = await load_margin_snapshot(conn, plan.account_id)
     if not before.in_breach:
@@ -204,27 +217,47 @@ def _order_of(row: asyncpg.Record) -> VenueOrder:
     )
 
 
-async def _send(venue: Venue, order: VenueOrder) -> OrderReport:
-    """The venue's answer to ``order``, the same id resent while it does not answer (a few times)."""
-    problem: VenueUnavailable | None = None
+def _send_budget() -> float:
+    """Seconds this attempt may spend on the venue: most of its start-to-close timeout, so that an
+    outage reaches the case as ``VenueUnavailable`` (a hold it shows) before Temporal times the
+    attempt out and starts another beside it."""
+    if activity.in_activity():
+        timeout = activity.info().start_to_close_timeout
+        if timeout is not None:
+            return timeout.total_seconds() * SEND_SHARE_OF_ATTEMPT
+    return SEND_BUDGET_OUTSIDE_ACTIVITY
+
+
+async def _send(venue: Venue, order: VenueOrder, until: float) -> OrderReport:
+    """The venue's answer to ``order``, the same id resent while it does not answer (a few times).
+
+    ``until`` is the event loop's time by which to give up. A report the ledger
+    cannot trust (``report_problem``) fails the stage with ``VenueReportInvalid``
+    before anything is booked; the case holds and shows it to staff.
+    """
+    loop = asyncio.get_running_loop()
+    problem: Exception | None = None
     for pause in (0.0, *SEND_PAUSES)[:SEND_TRIES]:
+        if loop.time() + pause >= until:
+            break
         await asyncio.sleep(pause)
         try:
-            report = await venue.place(order)
-        except VenueUnavailable as error:
+            report = await asyncio.wait_for(venue.place(order), until - loop.time())
+        except (VenueUnavailable, TimeoutError) as error:
             problem = error
             continue
-        if report.filled_quantity > order.quantity:
+        wrong = report_problem(order, report)
+        if wrong is not None:
             raise ApplicationError(
-                f"order {order.client_order_id}: the venue reports {report.filled_quantity} filled"
-                f" of {order.quantity}; nothing booked",
-                type=VENUE_UNAVAILABLE,
+                f"order {order.client_order_id} ({order.side} {order.quantity} {order.instrument}"
+                f" limit {order.limit_price}): the venue reports {wrong}; nothing booked",
+                type=VENUE_REPORT_INVALID,
                 non_retryable=True,
             )
         return report
     raise ApplicationError(
         f"order {order.client_order_id} ({order.side} {order.quantity} {order.instrument}):"
-        f" no answer after {SEND_TRIES} tries: {problem}",
+        f" no answer after {SEND_TRIES} tries: {problem or 'no time left in the attempt'}",
         type=VENUE_UNAVAILABLE,
         non_retryable=True,
     )
@@ -254,6 +287,20 @@ async def _book(
             plan.account_id,
             order.instrument,
         )
+        if report.filled_quantity > 0 and (
+            position is None
+            or report.average_price is None
+            or (order.side == "sell") != (position["quantity"] > 0)
+            or report.filled_quantity > abs(position["quantity"])
+        ):
+            # The venue sold what the ledger does not hold: they disagree, and only people can say why.
+            held = None if position is None else position["quantity"]
+            raise ApplicationError(
+                f"order {order.client_order_id}: the venue reports {order.side} {report.filled_quantity}"
+                f" {order.instrument} filled, the ledger holds {held}; nothing booked",
+                type=VENUE_REPORT_INVALID,
+                non_retryable=True,
+            )
         if position is not None and report.average_price is not None:
             fill = _pricing.venue_fill(
                 LiquidationOrder(instrument=order.instrument, quantity=order.quantity, side=order.side),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from activities.venue._http import HttpVenue, venue_http_client
 from activities.venue._port import (
     ORDER_REJECTED,
+    VENUE_REPORT_INVALID,
     VENUE_UNAVAILABLE,
     OrderReport,
     OrderStatus,
@@ -20,10 +21,12 @@ from activities.venue._port import (
     VenueOrder,
     VenueUnavailable,
     client_order_id,
+    report_problem,
 )
 
 __all__ = [
     "ORDER_REJECTED",
+    "VENUE_REPORT_INVALID",
     "VENUE_UNAVAILABLE",
     "HttpVenue",
     "OrderReport",
@@ -32,5 +35,6 @@ __all__ = [
     "VenueOrder",
     "VenueUnavailable",
     "client_order_id",
+    "report_problem",
     "venue_http_client",
 ]

@@ -1,14 +1,17 @@
 """``HttpVenue``: the port over the exchange's order gateway (httpx, JSON).
 
 ``POST {url}/orders`` with the order; the gateway answers 200 with the order's
-report (a new order, or the one it already has under that client id). Anything
-that is not an answer (connection refused, timeout, 5xx) is ``VenueUnavailable``:
-the order may exist, so the caller resends the same id, never a new one.
+report (a new order, or the one it already has under that client id; a
+rejection is a report too, with status ``rejected``). Anything that is not such
+an answer (connection refused, timeout, any other HTTP status, a body that is
+not a report) is ``VenueUnavailable``: the order may exist, so the caller
+resends the same id, never a new one.
 """
 
 from __future__ import annotations
 
 import httpx
+from pydantic import ValidationError
 
 from activities.venue._port import OrderReport, VenueOrder, VenueUnavailable
 
@@ -33,17 +36,19 @@ class HttpVenue:
             )
         except httpx.HTTPError as error:
             raise VenueUnavailable(f"order gateway {self.url}: {type(error).__name__} {error}") from error
-        if response.status_code >= 500 or response.status_code in (408, 429):
-            raise VenueUnavailable(f"order gateway {self.url}: HTTP {response.status_code}")
         if response.status_code != 200:
-            # The gateway refused the request itself (a 4xx): final, like a rejection.
-            return OrderReport(
-                client_order_id=order.client_order_id,
-                status="rejected",
-                filled_quantity=0,
-                reason=f"HTTP {response.status_code}: {response.text[:200]}",
+            # Only an answer about the order is final. Any other status (a 4xx for an id it has
+            # seen, an expired key, a wrong path, a redirect, a 5xx) says nothing of whether the
+            # order exists: the same id is sent again later, never a new order.
+            raise VenueUnavailable(
+                f"order gateway {self.url}: HTTP {response.status_code}: {response.text[:200]}"
             )
-        report = OrderReport.model_validate_json(response.content)
+        try:
+            report = OrderReport.model_validate_json(response.content)
+        except ValidationError as error:
+            raise VenueUnavailable(
+                f"order gateway {self.url}: an answer that is not a report: {error}"
+            ) from error
         if report.client_order_id != order.client_order_id:
             raise VenueUnavailable(
                 f"order gateway answered for {report.client_order_id}, not {order.client_order_id}"

@@ -21,6 +21,7 @@ from workflows import contract
 # Failure types the case workflow matches on (the contract holds the same names).
 ORDER_REJECTED = contract.ORDER_REJECTED
 VENUE_UNAVAILABLE = contract.VENUE_UNAVAILABLE
+VENUE_REPORT_INVALID = contract.VENUE_REPORT_INVALID
 
 # Gateways bound client ids (36 characters is common); ours is 35 whatever the case id's length.
 CLIENT_ORDER_ID_PREFIX = "mc-"
@@ -78,3 +79,26 @@ class Venue(Protocol):
     """Where liquidation orders go; ``place`` is idempotent by ``client_order_id``."""
 
     async def place(self, order: VenueOrder) -> OrderReport: ...
+
+
+def report_problem(order: VenueOrder, report: OrderReport) -> str | None:
+    """What makes ``report`` unbookable for ``order``, or None: checked before anything is booked.
+
+    A report the ledger cannot trust is never booked in part: a fill above the
+    order, a fill without a price, a price beyond the order's limit (the limit
+    protects the trader), or fills on an answer that says nothing was filled.
+    """
+    filled, price = report.filled_quantity, report.average_price
+    if filled > order.quantity:
+        return f"{filled} filled of {order.quantity} ordered"
+    if report.status in (OrderStatus.REJECTED, OrderStatus.CANCELLED) and filled != 0:
+        return f"status {report.status.value} with {filled} filled"
+    if report.status == OrderStatus.FILLED and filled != order.quantity:
+        return f"status filled with {filled} of {order.quantity}"
+    if (filled > 0) != (price is not None):
+        return f"{filled} filled at average price {price}"
+    if price is not None:
+        beyond = price < order.limit_price if order.side == "sell" else price > order.limit_price
+        if beyond:
+            return f"average price {price} beyond the {order.side} limit {order.limit_price}"
+    return None

@@ -6,6 +6,7 @@ the venue simulator served on loopback over HTTP, on a real PostgreSQL ledger.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -15,7 +16,17 @@ from temporalio.exceptions import ApplicationError
 
 from activities.ledger import STAGE_ORDER_SENT, LedgerActivities, collateral_account
 from activities.ledger._pricing import bankruptcy_price, limit_price
-from activities.venue import HttpVenue, client_order_id, venue_http_client
+from activities.ledger.audit import check_invariants
+from activities.venue import (
+    HttpVenue,
+    OrderReport,
+    OrderStatus,
+    VenueOrder,
+    VenueUnavailable,
+    client_order_id,
+    report_problem,
+    venue_http_client,
+)
 from tests.helpers import balance, free_port, open_case
 from worker.market import Trader, move_market, onboard
 from worker.serving import serving
@@ -30,14 +41,16 @@ D = Decimal
 
 
 def test_a_sells_limit_is_the_mark_less_the_maximum_slippage_rounded_up() -> None:
-    # 40100 x 0.999 = 40059.9; at 0 places the limit rounds up (toward the trader), never down.
+    # 40100 x 0.999 = 40059.9; 40100 x 0.99877 = 40050.677, at six significant digits rounded up
+    # (toward the trader), never down.
     assert limit_price("sell", D("40100"), D("0.001"), None, 6) == D("40059.900000")
-    assert limit_price("sell", D("40100"), D("0.001"), None, 0) == D("40060")
+    assert limit_price("sell", D("40100"), D("0.00123"), None, 0) == D("40050.7")
 
 
 def test_a_buys_limit_is_the_mark_plus_the_maximum_slippage_rounded_down() -> None:
-    assert limit_price("buy", D("40100"), D("0.001"), None, 0) == D("40140")  # 40140.1 floored
-    assert limit_price("buy", D("33.333"), D("0"), None, 2) == D("33.33")
+    assert limit_price("buy", D("40100"), D("0.00123"), None, 0) == D("40149.3")  # 40149.323 floored
+    # No slippage: the limit is the mark itself, not rounded below it to the currency's cents.
+    assert limit_price("buy", D("33.333"), D("0"), None, 2) == D("33.3330")
 
 
 def test_the_bankruptcy_price_binds_when_it_is_nearer_the_mark_than_the_slippage() -> None:
@@ -69,6 +82,40 @@ def test_client_order_ids_are_deterministic_bounded_and_distinct() -> None:
         client_order_id("acct/" + "x" * 300, 3, "BTCUSDT", attempt=1),
     }
     assert first not in others and len(others) == 3
+
+
+def test_a_report_the_ledger_cannot_trust_is_named() -> None:
+    sell = VenueOrder(
+        client_order_id="mc-1", instrument="BTCUSDT", side="sell", quantity=D("2"), limit_price=D("100")
+    )
+    buy = sell.model_copy(update={"side": "buy"})
+
+    def report(status: str, filled: str, price: str | None) -> OrderReport:
+        return OrderReport(
+            client_order_id="mc-1",
+            status=OrderStatus(status),
+            filled_quantity=D(filled),
+            average_price=None if price is None else D(price),
+        )
+
+    assert report_problem(sell, report("filled", "2", "100")) is None
+    assert report_problem(sell, report("partially_filled", "1", "101")) is None
+    assert report_problem(buy, report("partially_filled", "1", "99")) is None
+    assert report_problem(sell, report("cancelled", "0", None)) is None
+    assert "3 filled of 2" in str(report_problem(sell, report("filled", "3", "100")))
+    assert "beyond the sell limit" in str(report_problem(sell, report("filled", "2", "99.99")))
+    assert "beyond the buy limit" in str(report_problem(buy, report("filled", "2", "100.01")))
+    assert "status rejected with 1 filled" in str(report_problem(sell, report("rejected", "1", "100")))
+    assert "status cancelled with 1 filled" in str(report_problem(sell, report("cancelled", "1", "100")))
+    assert "status filled with 1 of 2" in str(report_problem(sell, report("filled", "1", "100")))
+    assert "at average price None" in str(report_problem(sell, report("partially_filled", "1", None)))
+
+
+def test_a_cheap_instruments_limit_keeps_its_slippage_and_stays_above_zero() -> None:
+    # Two places for the settlement currency: the limit keeps six significant digits of the mark.
+    assert limit_price("sell", D("0.123"), D("0.0005"), None, 2) == D("0.122939")
+    assert limit_price("buy", D("0.004"), D("0.0005"), None, 2) == D("0.00400200")
+    assert limit_price("sell", D("10.00"), D("0.0005"), None, 2) == D("9.99500")
 
 
 # --- stages against the simulator -------------------------------------------------
@@ -226,3 +273,96 @@ async def test_an_outage_fails_the_stage_then_the_same_order_is_resent(
     result = await ledger.execute_liquidation_stage(request)
     assert [f.quantity for f in result.fills] == [D("0.1")]
     assert list(sim.orders) == [row["client_order_id"]]
+
+
+async def test_two_attempts_of_one_stage_at_once_make_one_order_booked_once(
+    venue: asyncpg.Pool, simulator: tuple[VenueSimulator, str], gateway: HttpVenue
+) -> None:
+    """A retry started while the first attempt still waits on the venue (a start-to-close timeout)."""
+    sim, _ = simulator
+    sim.set_book("BTCUSDT", [(D("40080"), D("1"))])
+    sim.behaviour.latency_seconds = 0.5  # both attempts are in flight together
+    ledger = LedgerActivities(venue, venue=gateway)
+    request = await breached(venue, "twice", ledger)
+
+    first, second = await asyncio.gather(
+        ledger.execute_liquidation_stage(request), ledger.execute_liquidation_stage(request)
+    )
+
+    assert first == second
+    coid = client_order_id("case-twice", 1, "BTCUSDT")
+    assert list(sim.orders) == [coid], "one order at the venue"
+    assert sim.orders_for(coid) == 2, "both attempts asked, under the same id"
+    assert [f.quantity for f in first.fills] == [D("0.1")]
+    assert await position(venue, "twice") == D("0")
+    async with venue.acquire() as conn:
+        postings = await conn.fetch(
+            "SELECT kind FROM transfers WHERE case_id = 'case-twice' AND kind <> 'deposit' ORDER BY kind"
+        )
+        assert (await check_invariants(conn)).holds
+    assert [p["kind"] for p in postings] == ["liquidation_fee", "realised_pnl"]
+
+
+async def test_a_gateway_answer_that_is_not_a_report_is_no_answer(
+    simulator: tuple[VenueSimulator, str], gateway: HttpVenue
+) -> None:
+    """A 409 for an id it has seen, an expired key: the order may exist, so it is never a rejection."""
+    sim, _ = simulator
+    order = VenueOrder(
+        client_order_id="mc-x", instrument="BTCUSDT", side="sell", quantity=D("1"), limit_price=D("1")
+    )
+    for status in (401, 404, 409, 422):
+        sim.behaviour.answer_status = status
+        with pytest.raises(VenueUnavailable, match=f"HTTP {status}"):
+            await gateway.place(order)
+
+
+async def test_a_fill_beyond_the_limit_is_not_booked(
+    venue: asyncpg.Pool, simulator: tuple[VenueSimulator, str], gateway: HttpVenue
+) -> None:
+    sim, _ = simulator
+    sim.set_book("BTCUSDT", [(D("40080"), D("1"))])
+    sim.behaviour.misreport_price_by = D("500")  # reports 39,580 for a sell limited at 40,059.9
+    ledger = LedgerActivities(venue, venue=gateway)
+    request = await breached(venue, "misreported", ledger)
+
+    with pytest.raises(ApplicationError) as refused:
+        await ledger.execute_liquidation_stage(request)
+    assert refused.value.type == contract.VENUE_REPORT_INVALID and refused.value.non_retryable
+    assert "beyond the sell limit" in str(refused.value)
+    assert await position(venue, "misreported") == D("0.1")
+    assert await balance(venue, collateral_account("misreported", "USDT")) == D("1000")
+    [row] = await order_rows(venue, "case-misreported")
+    assert (row["status"], row["booked"]) == ("new", False)  # out, for people to settle
+
+
+async def test_no_stage_sells_at_the_mark_while_an_order_is_out(
+    venue: asyncpg.Pool, simulator: tuple[VenueSimulator, str], gateway: HttpVenue
+) -> None:
+    """An order out (unbooked) is booked before anything else is sold, whichever venue and case asks."""
+    sim, _ = simulator
+    sim.set_book("BTCUSDT", [(D("40080"), D("0.04"))])
+
+    async def crash(name: str) -> None:
+        if name == STAGE_ORDER_SENT:
+            raise ConnectionResetError("worker killed after the venue answered")
+
+    request = await breached(venue, "out", LedgerActivities(venue, venue=gateway))
+    with pytest.raises(ConnectionResetError):
+        await LedgerActivities(venue, checkpoint=crash, venue=gateway).execute_liquidation_stage(request)
+
+    # A worker on the ledger venue (a config change, a rolling deploy) refuses to sell at the mark.
+    with pytest.raises(ApplicationError) as held:
+        await LedgerActivities(venue).execute_liquidation_stage(request)
+    assert held.value.type == contract.VENUE_UNAVAILABLE and "not booked" in str(held.value)
+    assert await position(venue, "out") == D("0.1")
+
+    # A case that ended with the order out (terminated, say): the account's next case, even sent to
+    # the backstop, books the order out first through the venue, and sells nothing else in that stage.
+    ledger = LedgerActivities(venue, venue=gateway)
+    await open_case(ledger, "out", "case-out-next")
+    later = request.model_copy(update={"case_id": "case-out-next", "backstop": True})
+    result = await ledger.execute_liquidation_stage(later)
+    assert [f.quantity for f in result.fills] == [D("0.04")]
+    assert list(sim.orders) == [client_order_id("case-out", 1, "BTCUSDT")], "no new order"
+    assert await position(venue, "out") == D("0.06")

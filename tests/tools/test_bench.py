@@ -1,7 +1,7 @@
 """The benchmark runs end to end at a tiny size, so that it cannot rot between ``make bench`` runs.
 
 Every phase that fits in seconds runs (ceiling, both crash paths, cost, deposits, deadlines, one
-liquidation stage); the flatness crash, the memory figure, the large scans and the chart are skipped
+liquidation stage, trades and marks through the API); the flatness crash, the memory figure, the large scans and the chart are skipped
 with the bench's own flags. The figures are not checked against their goals: at N = 20 on a
 shared machine they mean nothing, and timing goals belong to the bench, not to the suite.
 """
@@ -54,8 +54,14 @@ def test_the_bench_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> N
         "deadline lateness p50 / p99 / max (10 due",
         "history events: liquidation",
         "liquidation stage p50 / p99",
+        "trades/s through the API",
+        "marks/s through the API",
     ):
         assert row in table, table
     figures = json.loads((results / "bench.json").read_text())["figures"]
     assert figures["crash_cured_20"]["outcomes"] == {"CURED": 20}, figures["crash_cured_20"]
+    # Every record was applied (the bench stops otherwise): 12 trades an account, 25 marks an instrument.
+    feeds = figures["feeds"]
+    assert (feeds["trades"]["records"], feeds["marks"]["records"]) == (240, 25 * 20), feeds
+    assert feeds["trades"]["per_second"] > 0 and feeds["marks"]["per_second"] > 0, feeds
     assert not (results / "bench.png").exists()

@@ -13,7 +13,7 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from tests.helpers import TEST_POLICIES, auth, free_port, margin_call
-from worker.api import create_app
+from worker.api import MAX_FEED_BODY_BYTES, create_app
 from worker.serving import serving
 from workflows.client import MarginCallClient
 
@@ -100,10 +100,16 @@ async def test_feeds_over_http_with_scopes(venue: asyncpg.Pool, api: httpx.Async
 
     not_a_batch = await api.post("/v1/feeds/trades", json={"records": "x"}, headers=FEED)
     assert not_a_batch.status_code == 422 and not_a_batch.json()["detail"].startswith("records:")
-    too_big = await api.post(
-        "/v1/feeds/marks", content=b'{"records": [' + b" " * 70_000 + b"]}", headers=FEED
+    # A feed's batch may be far larger than another route's body (thousands of records), not unbounded.
+    as_json = {**FEED, "content-type": "application/json"}
+    spaced = await api.post(
+        "/v1/feeds/trades", content=b'{"records": [' + b" " * 70_000 + b"]}", headers=as_json
     )
-    assert too_big.status_code == 413
+    assert spaced.status_code == 200 and spaced.json()["records"] == [], spaced.text
+    too_big = await api.post(
+        "/v1/feeds/marks", content=b'{"records": [' + b" " * MAX_FEED_BODY_BYTES + b"]}", headers=FEED
+    )
+    assert too_big.status_code == 413 and too_big.json()["detail"].startswith("body: ")
 
 
 async def test_feed_command_loads_files_and_names_bad_records(

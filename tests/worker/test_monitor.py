@@ -8,8 +8,8 @@ from decimal import Decimal as D
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from activities.ledger import LedgerActivities, reference
-from tests.helpers import CaseStack, account_with, fast_policy
+from activities.ledger import LedgerActivities, LedgerFeeds, reference
+from tests.helpers import TEST_POLICIES, VIP_DEADLINE, CaseStack, account_with, fast_policy, wait_state
 from worker.market import LISTINGS, Trader, onboard
 from worker.monitor import RiskMonitor
 from workflows.client import MarginCallClient
@@ -81,3 +81,22 @@ async def test_the_monitor_calls_no_one_on_a_stale_mark(stack: CaseStack) -> Non
         raise AssertionError("an account breached only on a stale mark got a case")
     except RPCError as error:
         assert "not found" in str(error).lower(), error
+
+
+async def test_the_monitor_holds_each_account_to_the_policy_the_exchange_named(stack: CaseStack) -> None:
+    api = MarginCallClient(stack.client)
+    vip = await account_with(stack, "mon-vip", "550")
+    feeds = LedgerFeeds(stack.pool, TEST_POLICIES)
+    account = {"kind": "account", "account_id": vip, "settlement_currency": "USDT"}
+    named = await feeds.reference([{**account, "policy_name": "vip"}], operator="test")
+    assert named.applied == 1, named
+    # A name the operator's book does not have is refused, naming the field; the account keeps "vip".
+    unknown = await feeds.reference([{**account, "policy_name": "gold"}], operator="test")
+    assert unknown.refused == 1 and (unknown.records[0].detail or "").startswith("policy_name: 'gold'")
+
+    standard = fast_policy(deadline=timedelta(minutes=10))
+    monitor = RiskMonitor(LedgerActivities(stack.pool), api, standard, policies=TEST_POLICIES)
+    assert (await monitor.tick()).opened >= 1
+    status = await wait_state(api.handle(vip), CaseState.AWAITING_DEPOSIT)
+    assert status.deadline is not None and status.deadline - status.opened_at == VIP_DEADLINE
+    await api.handle(vip).terminate("monitor test done")

@@ -9,7 +9,8 @@ Prints a table with each figure beside its goal and writes
 ``bench-results/bench.json`` and ``bench-results/bench.png``.
 
 The package: ``run`` (options, bring-up, phases in order), ``phases`` (one
-method per figure), ``harness`` (seeding, waiting, CPU and memory), ``report``
+method per figure), ``feeds`` (trades and marks through the HTTP API),
+``harness`` (seeding, waiting, CPU and memory), ``report``
 (table and chart), ``worker`` (the worker process), ``ceiling`` (the trivial
 workflow; alone in its module, which the workflow sandbox re-imports), ``scan``
 (``python -m tools.bench.scan``: the breach scan alone over a large book).

@@ -17,9 +17,10 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
+from activities.ledger.migrate import migrate
 from worker.market import LISTINGS, Trader, onboard
 from worker.receiver import WebhookReceiver
-from worker.stack import WorkerProcess
+from worker.stack import WorkerProcess, another_database, create_pool
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
@@ -45,6 +46,20 @@ async def paced(coros: list[Coroutine[Any, Any, None]], rate: float) -> None:
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
         tasks.append(asyncio.create_task(coro))
     await asyncio.gather(*tasks)
+
+
+async def fresh_database(url: str, name: str, max_size: int = 10) -> asyncpg.Pool:
+    """A migrated, empty database ``name`` beside the bench's ledger, so what a phase books stays apart."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    pool = await create_pool(another_database(url, name), max_size=max_size)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool
 
 
 @dataclass

@@ -13,16 +13,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 from temporalio.api.enums.v1 import EventType
 
 from activities.ledger import LedgerActivities, PostgresDeposits
-from activities.ledger.migrate import migrate
 from tools.bench.ceiling import CeilingWorkflow
-from tools.bench.harness import CRASH, Harness, paced, pct
+from tools.bench.harness import CRASH, Harness, fresh_database, paced, pct
 from tools.bench.scan import seed as seed_scan
 from worker.market import LISTINGS, list_venue, move_market
-from worker.stack import another_database, create_pool
 from workflows import contract
 from workflows.contract import BreachScan, CaseOpening, CaseState, Deposit, StageRequest
 from workflows.domain.liquidation import LiquidationPolicy, plan_stage
@@ -294,14 +291,8 @@ class Bench(Harness):
     async def ledger(self, url: str, sizes: list[int]) -> None:
         results = {}
         for positions in sizes:
-            name = f"scan_{positions}"
-            admin = await asyncpg.connect(url)
-            await admin.execute(f"DROP DATABASE IF EXISTS {name}")
-            await admin.execute(f"CREATE DATABASE {name}")
-            await admin.close()
-            pool = await create_pool(another_database(url, name))
+            pool = await fresh_database(url, f"scan_{positions}")
             async with pool.acquire() as conn:
-                await migrate(conn)
                 await list_venue(conn, insurance_fund=D(0))
                 await seed_scan(conn, positions // 3, 3)
                 await move_market(conn, {"BTCUSDT": D(45000), "ETHUSDT": D(2700), "SOLUSDT": D(135)})

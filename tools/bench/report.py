@@ -15,7 +15,8 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(timelines) + 1, figsize=(6 * (len(timelines) + 1), 4.8))
+    panels = len(timelines) + 1 + ("feeds" in figures)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8))
     for axis, (crash_path, timeline) in zip(axes, timelines.items(), strict=False):
         for state in sorted({k for row in timeline for k in row if k != "t"}):
             axis.plot([r["t"] for r in timeline], [r.get(state, 0) for r in timeline], label=state)
@@ -23,7 +24,7 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
         axis.set_xlabel("seconds after detection")
         axis.set_ylabel("cases")
         axis.legend(fontsize=8)
-    latency = axes[-1]
+    latency = axes[len(timelines)]
     for key, crash in figures.items():
         if key.startswith("crash_"):
             path_name, n = key.split("_")[1:]
@@ -32,6 +33,17 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
     latency.set_xlabel("seconds")
     latency.set_ylabel("cases")
     latency.legend(fontsize=8)
+    if "feeds" in figures:
+        feeds = axes[-1]
+        kinds = ("trades", "marks")
+        measured = [figures["feeds"][k]["per_second"] for k in kinds]
+        goals = [figures["feeds"][k]["goal_per_second"] for k in kinds]
+        bars = feeds.bar(kinds, measured, color="tab:blue", label="measured")
+        feeds.bar_label(bars, fmt="{:,.0f}/s", fontsize=8)
+        feeds.hlines(goals, [-0.4, 0.6], [0.4, 1.4], colors="tab:red", label="goal")
+        feeds.set_title("Feeds through the HTTP API into the ledger", fontsize=10)
+        feeds.set_ylabel("records per second")
+        feeds.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -153,6 +165,20 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             "",
         )
     )
+    for kind in ("trades", "marks") if "feeds" in f else ():
+        feed = f["feeds"][kind]
+        rows += [
+            (
+                f"{kind}/s through the API",
+                f"{feed['per_second']:,.0f}/s ({feed['records']:,} in {feed['seconds']:.1f} s)",
+                f">= {feed['goal_per_second']:,.0f}/s",
+            ),
+            (
+                f"  per request of <= {feed['most_per_request']}, {feed['streams']} at a time: p50 / p99",
+                f"{feed['request_p50_ms']:.0f} / {feed['request_p99_ms']:.0f} ms",
+                "",
+            ),
+        ]
     for positions, scan in f.get("scan_breaches", {}).items():
         rows.append(
             (

@@ -20,6 +20,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from tools.bench.ceiling import CeilingWorkflow
+from tools.bench.feeds import feed_throughput
 from tools.bench.phases import Bench
 from tools.bench.report import chart, machine, report
 from worker.config import DEV_WEBHOOK_SECRET
@@ -109,6 +110,11 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.gather(*(worker.stop(grace=30) for worker in bench.workers))
         print("ledger ...", flush=True)
         await bench.stage_latency()
+        if args.feed_streams:
+            print("feeds through the API ...", flush=True)
+            bench.figures["feeds"] = await feed_throughput(
+                running.database_url, running.client, args.accounts, args.feed_streams
+            )
         if args.scan:
             await bench.ledger(running.database_url, [int(s) for s in args.scan.split(",")])
     report(bench.figures, args)
@@ -154,6 +160,9 @@ def main() -> None:
         "--flat-from", type=int, default=500, help="also crash this N, for flatness (0: skip)"
     )
     parser.add_argument("--deposit-rate", type=float, default=20.0, help="deposits arriving per second")
+    parser.add_argument(
+        "--feed-streams", type=int, default=4, help="feed requests at a time, trades and marks (0: skip)"
+    )
     parser.add_argument("--scan", default="10000,100000,1000000", help="book sizes to scan ('': skip)")
     parser.add_argument("--port", type=int, default=7433, help="the Temporal dev server's (0: any free one)")
     parser.add_argument(

@@ -21,6 +21,9 @@ from workflows.client import MarginCallClient
 from workflows.domain.policies import STANDARD_BOOK, PolicyBook
 
 MAX_BODY_BYTES = 64 * 1024
+# A feed's batch: up to 10,000 records (a crash brings thousands of marks and trades a second).
+MAX_FEED_BODY_BYTES = 8 * 1024 * 1024
+FEED_PATHS = ("/v1/feeds/", "/v1/reference")
 
 
 def create_app(
@@ -36,7 +39,7 @@ def create_app(
         description="Open margin call cases, report deposits, find cases and act on them.",
     )
     one_error_shape(app)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, larger=dict.fromkeys(FEED_PATHS, MAX_FEED_BODY_BYTES))
     services = Services(cases=cases, pool=pool, scopes=Scopes(tokens), policies=policies)
 
     @app.get("/healthz", tags=["health"])

@@ -37,7 +37,7 @@ class ReferenceBatch(Batch):
 
 def feed_routes(services: Services) -> APIRouter:
     router = APIRouter(tags=["feeds"], responses=ERRORS)
-    feeds = LedgerFeeds(services.pool)
+    feeds = LedgerFeeds(services.pool, services.policies)
     write = services.scopes.needs("feed:write")
 
     @router.post("/v1/feeds/marks", dependencies=write)

@@ -131,7 +131,7 @@ async def feed(
             # "now" is the moment the marks go out, not the moment the command started: a mark
             # fed meanwhile by another feed is newer only if it really came later.
             records = stamped(records, datetime.now(UTC) if isinstance(as_of, str) else as_of)
-        feeds = LedgerFeeds(pool)
+        feeds = LedgerFeeds(pool, settings.policies)
         if kind == "reconcile":
             results = [await feeds.reconcile(view) for view in records]
             emit(

@@ -123,9 +123,12 @@ async def monitor(settings: Settings, interval: timedelta) -> int:
     from worker.worker import stop_on_signals
 
     async with ledger_pool(settings) as pool:
-        # Cases the monitor opens follow the operator's standard policy (its hard line too).
+        # Cases the monitor opens follow the policy the exchange named for the account, else the
+        # operator's standard policy (its hard line too).
         policy = settings.policies.resolve(DEFAULT_POLICY)
-        risk_monitor = RiskMonitor(LedgerActivities(pool), await case_client(settings), policy)
+        risk_monitor = RiskMonitor(
+            LedgerActivities(pool), await case_client(settings), policy, policies=settings.policies
+        )
         await risk_monitor.run(stop_on_signals(), interval.total_seconds())
     return 0
 

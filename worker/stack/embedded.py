@@ -192,7 +192,10 @@ async def embedded_stack(
             )
         )
         monitor = RiskMonitor(
-            LedgerActivities(pool), MarginCallClient(client), policy or book.resolve(DEFAULT_POLICY)
+            LedgerActivities(pool),
+            MarginCallClient(client),
+            policy or book.resolve(DEFAULT_POLICY),
+            policies=book,
         )
         stop_monitor = asyncio.Event()
         monitor_task = asyncio.create_task(monitor.run(stop_monitor, monitor_interval))

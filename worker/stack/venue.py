@@ -49,6 +49,12 @@ class Misbehaviour(BaseModel):
     latency_seconds: float = Field(default=0.0, ge=0, le=60)
     reject_next: int = Field(default=0, ge=0)
     reject_reason: str = "rejected by the simulator"
+    # Answer every order with this HTTP status (a problem body) instead of a report: an expired
+    # key (401), a duplicate id refused (409), ...
+    answer_status: int | None = Field(default=None, ge=300, le=599)
+    # Report fills at a price this much worse than the book's (beyond the order's limit): a venue
+    # whose report the ledger must refuse to book.
+    misreport_price_by: Decimal = Field(default=Decimal(0), ge=0)
 
 
 @dataclass
@@ -114,11 +120,12 @@ class VenueSimulator:
             status = OrderStatus.FILLED
         else:
             status = OrderStatus.PARTIALLY_FILLED
+        worse = self.behaviour.misreport_price_by * (-1 if order.side == "sell" else 1)
         return OrderReport(
             client_order_id=order.client_order_id,
             status=status,
             filled_quantity=filled,
-            average_price=cost / filled if filled else None,
+            average_price=cost / filled + worse if filled else None,
             reason=None if left == 0 else f"IOC: {left} not filled at {order.limit_price} or better",
         )
 
@@ -135,6 +142,8 @@ class VenueSimulator:
             if self.behaviour.down:
                 self.refused_while_down += 1
                 return problem(503, "gateway: down (simulated outage)")
+            if self.behaviour.answer_status is not None:
+                return problem(self.behaviour.answer_status, "gateway: refused (simulated)")
             if self.behaviour.latency_seconds:
                 await asyncio.sleep(self.behaviour.latency_seconds)
             if self.before_match is not None:

@@ -94,6 +94,8 @@ class Breach(Message):
     # A mark of one of its positions is stale or its instrument halted: no case is opened or escalated
     # on a price the exchange no longer stands behind.
     unpriced: bool = False
+    # The policy the exchange named for the account (reference data); None: the monitor's own.
+    policy_name: str | None = None
 
 
 class BreachScan(Message):

@@ -26,6 +26,8 @@ INSTRUMENT_HALTED = "InstrumentHalted"
 # A liquidation stage's venue refused its order, or did not answer within the activity's retries.
 ORDER_REJECTED = "OrderRejected"
 VENUE_UNAVAILABLE = "VenueUnavailable"
+# The venue answered something the ledger will not book (a fill above the order, a price beyond its limit).
+VENUE_REPORT_INVALID = "VenueReportInvalid"
 
 # Activities the case calls, by name (the workflow never imports the activities' code).
 ACTIVITY_READ_ACCOUNT = "load_margin_snapshot"

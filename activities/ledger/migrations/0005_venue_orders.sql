@@ -29,3 +29,6 @@ CREATE TABLE venue_orders (
     CHECK (filled_quantity = 0 OR average_price IS NOT NULL)
 );
 CREATE INDEX venue_orders_by_case ON venue_orders (case_id, stage);
+-- Orders out (unbooked) of an account: no stage sells at the mark while one exists, and the next
+-- stage through the venue resends them first, whichever case wrote them.
+CREATE INDEX venue_orders_out ON venue_orders (account_id) WHERE NOT booked;
