@@ -128,3 +128,73 @@ def test_modules_stay_small_or_say_why() -> None:
             if "one module" not in docstring.lower():
                 long.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
     assert not long, "modules over ~350 lines without a reason in the docstring: " + ", ".join(long)
+
+
+# The exchange's side of the dev stack and of the demo: what an exchange could run on another
+# machine, talking to the case manager through its API only. Its modules may not reach the ledger,
+# however indirectly (a package's __init__ counts: importing a module runs its packages' first).
+EXCHANGE_SIDE = ("worker/exchange", "worker/demo/exchange.py", "worker/demo/roles.py", "worker/demo/crash.py")
+
+
+def module_path(module: str) -> Path:
+    path = ROOT.joinpath(*module.split("."))
+    return path / "__init__.py" if (path / "__init__.py").exists() else path.with_suffix(".py")
+
+
+def import_chains(start: str) -> dict[str, list[str]]:
+    """Every project module importing ``start`` runs, each with the chain of imports that leads to it."""
+    chains: dict[str, list[str]] = {}
+    pending = [(start, [start])]
+    while pending:
+        module, chain = pending.pop()
+        parts = module.split(".")
+        for name in [".".join(parts[:i]) for i in range(1, len(parts))] + [module]:
+            if name in chains or not _exists(name):
+                continue
+            here = chain if name == module else [*chain[:-1], name]
+            chains[name] = here
+            pending.extend(
+                (imported, [*here, imported]) for _, imported in imported_modules(module_path(name))
+            )
+    return chains
+
+
+def exchange_side_modules() -> list[str]:
+    modules = []
+    for entry in EXCHANGE_SIDE:
+        path = ROOT / entry
+        modules += [module_name(p) for p in (sorted(path.rglob("*.py")) if path.is_dir() else [path])]
+    return modules
+
+
+def reaches_activities(modules: list[str]) -> list[str]:
+    problems = []
+    for module in modules:
+        for name, chain in sorted(import_chains(module).items()):
+            if name == "activities" or name.startswith("activities."):
+                problems.append(" -> ".join(chain))
+                break
+    return problems
+
+
+def test_the_exchange_side_imports_nothing_of_the_ledger() -> None:
+    """The sample exchange's loader and the demo's exchange go through the API, never the ledger."""
+    modules = exchange_side_modules()
+    assert {"worker.exchange.sample", "worker.demo.exchange", "worker.demo.crash"} <= set(modules), modules
+    problems = reaches_activities(modules)
+    assert not problems, "the exchange side imports activities:\n" + "\n".join(problems)
+
+
+def test_the_exchange_check_follows_imports_through_other_modules() -> None:
+    """The check can fail: a module importing the stack (which imports the ledger) is caught, with the chain."""
+    probe = ROOT / "worker" / "exchange" / "_probe.py"
+    probe.write_text("def later() -> None:\n    from worker.stack import embedded_stack\n")
+    try:
+        problems = reaches_activities(exchange_side_modules())
+    finally:
+        probe.unlink()
+    assert any(
+        p.startswith("worker.exchange._probe -> worker.stack") and "activities" in p for p in problems
+    ), problems
+    # And what the operator's side of the demo reads, it is allowed to: the check is not blind.
+    assert reaches_activities(["worker.demo.summary"])

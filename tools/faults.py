@@ -39,7 +39,9 @@ class FaultStack:
     def database_url(self) -> str:
         return self.servers.database_url
 
-    async def start_worker(self, failpoints: dict[str, Path] | None = None) -> WorkerProcess:
+    async def start_worker(
+        self, failpoints: dict[str, Path] | None = None, venue_url: str | None = None
+    ) -> WorkerProcess:
         """A worker process on these servers; the tests are its operator (an open book: short deadlines)."""
         worker = await start_worker_process(
             self.servers.directory,
@@ -48,6 +50,7 @@ class FaultStack:
             self.notifier_url,
             failpoints=failpoints,
             name=f"worker-{len(self.workers)}",
+            venue_url=venue_url,
         )
         self.workers.append(worker)
         return worker

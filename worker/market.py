@@ -1,7 +1,8 @@
-"""A small exchange to run against: listings, accounts and a scripted crash.
+"""The sample listings written straight into the ledger, for tests, benchmarks and the soak.
 
-The demo, the benchmarks and the tests all seed the same venue, so its figures
-are known and repeatable.
+They seed the ledger in process (``activities.ledger.reference``), which is
+quick and needs no API. The exchange side of the dev stack and the demo load
+the same listings through the public feeds instead (``worker.exchange``).
 """
 
 from __future__ import annotations
@@ -12,33 +13,11 @@ from decimal import Decimal
 import asyncpg
 
 from activities.ledger import credit_deposit, reference
+from worker.exchange.listings import LISTINGS, SETTLEMENT, tiers
 from workflows.contract import Deposit
-from workflows.domain.portfolio import Tier
 
-SETTLEMENT = "USDT"
-
-
-def tiers(*rows: tuple[str, str, str]) -> list[Tier]:
-    return [
-        Tier(notional_floor=Decimal(f), maintenance_rate=Decimal(m), initial_rate=Decimal(i))
-        for f, m, i in rows
-    ]
-
-
-# Binance-style tier tables (floors and rates only; the cums are derived).
-LISTINGS: dict[str, tuple[Decimal, list[Tier]]] = {
-    "BTCUSDT": (
-        Decimal("50000"),
-        tiers(
-            ("0", "0.004", "0.008"),
-            ("50000", "0.005", "0.01"),
-            ("250000", "0.01", "0.02"),
-            ("1000000", "0.025", "0.05"),
-        ),
-    ),
-    "ETHUSDT": (Decimal("3000"), tiers(("0", "0.005", "0.01"), ("100000", "0.0065", "0.0133"))),
-    "SOLUSDT": (Decimal("150"), tiers(("0", "0.01", "0.02"), ("50000", "0.02", "0.04"))),
-}
+# Re-exported: the tests, benchmarks and soak name the listings from here.
+__all__ = ["LISTINGS", "SETTLEMENT", "Trader", "list_venue", "move_market", "onboard", "tiers"]
 
 
 async def list_venue(conn: asyncpg.Connection, insurance_fund: Decimal = Decimal("1000")) -> None:

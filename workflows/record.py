@@ -252,9 +252,9 @@ class CaseRecord:
         self.log(f"liquidation held{nothing_sold}: {reason}; {waits_for}")
         return True
 
-    def next_hold_wait(self) -> timedelta:
+    def next_hold_wait(self, longest: timedelta = HOLD_LAST_RECHECK) -> timedelta:
         """1 s, 2 s, 4 s ... at most a minute: fresh marks resume a held case soon, a long outage costs little history."""
-        wait: timedelta = min(HOLD_FIRST_RECHECK * 2 ** min(self.hold_rechecks, 16), HOLD_LAST_RECHECK)
+        wait: timedelta = min(HOLD_FIRST_RECHECK * 2 ** min(self.hold_rechecks, 16), longest)
         self.hold_rechecks += 1
         return wait
 

@@ -34,6 +34,7 @@ Workflow code: deterministic, no I/O; the waits are workflow timers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -45,6 +46,10 @@ from workflows.record import CaseRecord
 
 BACKSTOP_AFTER = 3
 """Empty stages in a row (or rejections of one stage) before the backstop takes the positions over."""
+
+VENUE_LAST_RECHECK = timedelta(minutes=5)
+"""The longest wait between tries of a held stage: an outage of days stays a history of thousands
+of events, far from Temporal's limit (an order out is booked by the account's next stage anyway)."""
 
 VENUE_TROUBLE = {
     contract.VENUE_UNAVAILABLE: "venue unavailable",
@@ -110,7 +115,8 @@ async def run_stage(
                 record.log(f"still held: {reason}; trying the venue again")
                 narrative.publish(record, search=False)
             said = trouble
-            await workflow.sleep(record.next_hold_wait(), summary=f"{what}: stage {request.stage} again")
+            wait = record.next_hold_wait(VENUE_LAST_RECHECK)
+            await workflow.sleep(wait, summary=f"{what}: stage {request.stage} again")
             continue
         if record.hold == contract.HOLD_VENUE and record.hold_ends():
             narrative.publish(record)

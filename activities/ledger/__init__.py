@@ -75,11 +75,13 @@ from activities.ledger._reads import (
     CaseCounts,
     CasesSummary,
     Outcome,
+    VenueBookings,
     account_exists,
     case_counts,
     cases_summary,
     closed_case_state,
     settlement_currency,
+    venue_bookings,
 )
 from activities.ledger._snapshot import load_margin_snapshot
 from activities.ledger._stages import (
@@ -132,6 +134,7 @@ __all__ = [
     "Outcome",
     "PostgresDeposits",
     "Posting",
+    "VenueBookings",
     "WithdrawalRefused",
     "account_exists",
     "balance_of",
@@ -156,4 +159,5 @@ __all__ = [
     "stage_fee",
     "system_account",
     "uncovered_loss_account",
+    "venue_bookings",
 ]

@@ -112,3 +112,33 @@ async def cases_summary(pool: asyncpg.Pool, currency: str) -> CasesSummary:
         uncovered_loss=settled["uncovered"],
         insurance_fund=fund if fund is not None else Decimal(0),
     )
+
+
+@dataclass(frozen=True)
+class VenueBookings:
+    """What became of the liquidation orders sent to a venue, and which stages the venue or the backstop filled."""
+
+    orders: dict[str, int]  # status (filled, partially_filled, cancelled, rejected, new) -> orders
+    stages_at_venue: int  # stages with at least one fill from the venue
+    backstop_stages: int  # stages that sold without a venue fill: the backstop took the positions over
+    empty_stages: int  # stages that sold nothing (the venue filled nothing within the limit)
+
+
+async def venue_bookings(pool: asyncpg.Pool) -> VenueBookings:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        orders = await conn.fetch("SELECT status, count(*) AS n FROM venue_orders GROUP BY status")
+        stages = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE venue) AS at_venue,"
+            " count(*) FILTER (WHERE sold AND NOT venue) AS backstop,"
+            " count(*) FILTER (WHERE NOT sold) AS empty"
+            " FROM (SELECT jsonb_array_length(s.result->'fills') > 0 AS sold,"
+            "       EXISTS (SELECT 1 FROM venue_orders v WHERE v.case_id = s.case_id AND v.stage = s.stage"
+            "               AND v.filled_quantity > 0) AS venue"
+            "       FROM liquidation_stages s) AS t"
+        )
+    return VenueBookings(
+        orders={r["status"]: r["n"] for r in orders},
+        stages_at_venue=stages["at_venue"],
+        backstop_stages=stages["backstop"],
+        empty_stages=stages["empty"],
+    )

@@ -199,14 +199,24 @@ async def set_position(
     )
 
 
-async def fund_insurance(conn: asyncpg.Connection, asset: str, amount: Decimal, transfer_id: str) -> None:
-    """Seed the insurance fund from outside (the exchange's own capital), once per ``transfer_id``."""
+async def fund_insurance(
+    conn: asyncpg.Connection, asset: str, amount: Decimal, transfer_id: str, reference: str | None = None
+) -> bool:
+    """Seed the insurance fund from outside (the exchange's own capital), once per ``transfer_id``.
+
+    True when booked now, False when this very transfer was booked before (the
+    same id with another amount raises ``IdempotencyConflict``). ``reference``
+    is kept on the transfer: who sent the money, for the audit.
+    """
     _positive("amount", amount)
     _name("transfer_id", transfer_id, 1000)
     await _require_asset(conn, "asset", asset)
+    decimals = await conn.fetchval("SELECT decimals FROM assets WHERE asset = $1", asset)
+    if amount != amount.quantize(Decimal(1).scaleb(-decimals)):
+        raise InvalidReferenceData(f"amount: {asset} has {decimals} decimals, got {amount}")
     async with conn.transaction():
         await ensure_system_accounts(conn, asset)
-        await post_transfer(
+        return await post_transfer(
             conn,
             transfer_id,
             external_account(asset),
@@ -214,4 +224,14 @@ async def fund_insurance(conn: asyncpg.Connection, asset: str, amount: Decimal, 
             asset,
             amount,
             INSURANCE_FUND_SEED,
+            reference=reference,
         )
+
+
+async def insurance_fund_balance(conn: asyncpg.Connection, asset: str) -> Decimal:
+    """The insurance fund's balance in ``asset`` (zero before anything was paid in)."""
+    await _require_asset(conn, "asset", asset)
+    value = await conn.fetchval(
+        "SELECT balance FROM ledger_accounts WHERE ledger_account = $1", insurance_fund_account(asset)
+    )
+    return value if value is not None else Decimal(0)

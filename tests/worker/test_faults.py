@@ -18,10 +18,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from tests.helpers import until
+from activities.ledger import STAGE_ORDER_SENT
+from tests.helpers import free_port, until
 from tools.faults import FaultStack, fault_stack
 from worker.market import Trader, list_venue, move_market, onboard
 from worker.receiver import WebhookReceiver
+from worker.serving import serving
+from worker.stack.venue import VenueSimulator
 from workflows.client import MarginCallClient
 from workflows.contract import CaseOutcome, CaseState
 from workflows.domain.policies import CasePolicy
@@ -162,3 +165,38 @@ async def test_postgres_restarted_and_connections_killed_during_activities(fault
         assert outcome.state in (CaseState.RESTORED, CaseState.CLOSED_OUT, CaseState.BANKRUPT)
         await assert_one_set_of_fills(faults, outcome)
     assert isinstance(faults.pool, asyncpg.Pool)
+
+
+async def test_worker_sigkilled_between_the_venues_answer_and_booking_it(
+    faults: FaultStack, tmp_path: Path
+) -> None:
+    """The order was filled at the venue, the worker died before booking: no second order, fills booked once."""
+    sim = VenueSimulator()
+    sim.set_book("BTCUSDT", [(MARK, D("10"))])
+    port = free_port()
+    async with serving(sim.app(), port):
+        gateway = f"http://127.0.0.1:{port}"
+        marker = tmp_path / "reached"
+        doomed = await faults.start_worker({STAGE_ORDER_SENT: marker}, venue_url=gateway)
+        account = await breached(faults, "venue-kill")
+        await MarginCallClient(faults.client).open_case(account, "k-1", policy())
+        await until(marker.exists, timeout=60)
+        await doomed.kill()
+        [first] = list(sim.orders)
+        assert sim.orders[first].filled_quantity > 0  # filled at the venue ...
+        async with faults.pool.acquire() as conn:
+            held = await conn.fetchval("SELECT quantity FROM positions WHERE account_id = $1", account)
+        assert held == 1  # ... and not booked
+        survivor = await faults.start_worker(venue_url=gateway)
+        outcome = await outcome_of(faults, account)
+        await survivor.stop()
+    assert outcome.state in (CaseState.RESTORED, CaseState.CLOSED_OUT, CaseState.BANKRUPT)
+    assert sim.orders_for(first) == 2, "the retry asked for the same order"
+    async with faults.pool.acquire() as conn:
+        orders = await conn.fetch(
+            "SELECT client_order_id, booked FROM venue_orders WHERE account_id = $1", account
+        )
+    assert {r["client_order_id"] for r in orders} == set(sim.orders), "every venue order is one of ours"
+    assert all(r["booked"] for r in orders)
+    assert outcome.status.stages[0].fills[0].quantity == sim.orders[first].filled_quantity
+    await assert_one_set_of_fills(faults, outcome)

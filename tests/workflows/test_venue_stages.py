@@ -9,7 +9,6 @@ retried and written in the case's timeline; every order is booked once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -19,7 +18,16 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 from activities.ledger.audit import check_invariants
-from tests.helpers import TEST_POLICIES, CaseStack, account_with, fast_policy, free_port, until, wait_state
+from tests.helpers import (
+    TEST_POLICIES,
+    CaseStack,
+    account_with,
+    fast_policy,
+    finish,
+    free_port,
+    until,
+    wait_state,
+)
 from worker.config import DEV_WEBHOOK_SECRET
 from worker.serving import serving
 from worker.stack.venue import Misbehaviour, VenueSimulator
@@ -71,9 +79,10 @@ async def open_on_venue(stack: CaseStack, account: str) -> WorkflowHandle[Any, C
     )
 
 
-async def finished(handle: WorkflowHandle[Any, CaseOutcome]) -> CaseOutcome:
+async def finished(handle: WorkflowHandle[Any, CaseOutcome], record: str) -> CaseOutcome:
+    """The outcome (its history kept for the replay tests with MARGIN_CALL_RECORD_HISTORIES=1)."""
     try:
-        return await asyncio.wait_for(handle.result(), 60)
+        return await finish(handle, record, timeout=60)
     except TimeoutError:
         raise AssertionError(f"case not closed: {(await status(handle)).timeline}") from None
 
@@ -112,7 +121,7 @@ async def test_partial_fills_are_booked_and_the_rest_is_sold_in_the_next_stages(
     first = (await until(first_stage)).stages[0]
     assert [f.quantity for f in first.fills] == [D("0.1")]  # planned more: a partial fill
     sim.set_book("BTCUSDT", [(D("49490"), D("10"))])  # liquidity comes back
-    outcome = await finished(handle)
+    outcome = await finished(handle, "venue_partial_fills")
 
     assert outcome.state in CLOSED_STATES and outcome.state != CaseState.CURED
     stages = outcome.status.stages
@@ -154,7 +163,7 @@ async def test_a_rejection_and_an_outage_are_retried_and_shown_in_the_timeline(
     description = await handle.describe()
     assert description.typed_search_attributes.get(contract.MARGIN_CALL_HOLD) == contract.HOLD_VENUE
     sim.behaviour.down = False
-    outcome = await finished(handle)
+    outcome = await finished(handle, "venue_rejection_and_outage")
     timeline = [e.what for e in outcome.status.timeline]
     assert any("stage 1 rejected: " in w and "price band" in w for w in timeline), timeline
     assert any("stage 1 venue unavailable: " in w and "no answer after 3 tries" in w for w in timeline), (
@@ -173,7 +182,7 @@ async def test_a_market_that_fills_nothing_hands_the_stage_to_the_backstop(
     sim.set_book("BTCUSDT", [(D("40000"), D("10"))])
     account = await account_with(stack, "venue-backstop", "450")
     handle = await open_on_venue(stack, account)
-    outcome = await finished(handle)
+    outcome = await finished(handle, "venue_backstop")
 
     stages = outcome.status.stages
     timeline = [e.what for e in outcome.status.timeline]

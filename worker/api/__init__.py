@@ -1,7 +1,8 @@
 """HTTP API for exchange services that do not use a Temporal SDK (``margin-call api``).
 
 Bearer tokens carry scopes (``cases:open``, ``deposits:write``, ``cases:read``,
-``cases:act``, ``feed:write`` for the exchange's feeds, ``admin`` for reference data). Every body is a pydantic model, so a bad one is a 422 naming the
+``cases:act``, ``feed:write`` for the exchange's feeds, ``admin`` for reference data,
+halts and the insurance fund). Every body is a pydantic model, so a bad one is a 422 naming the
 field; nothing is written before the request has been validated and the
 account found.
 
@@ -12,7 +13,8 @@ repeats what was sent nor another account's data, and never shows internals
 (see ``worker.serving.one_error_shape``).
 
 Inside: ``_app`` (the factory and health check), a module of routes per
-resource (``_cases``, ``_deposits``, ``_staff``, ``_feeds``, ``_reports``), ``_auth`` (scopes per
+resource (``_cases``, ``_deposits``, ``_staff``, ``_feeds``, ``_instruments``,
+``_insurance``, ``_reports``), ``_auth`` (scopes per
 route), ``_problems`` (refusals in our words) and ``_services`` (what the
 routes work with). The ledger reads the routes make before asking a case
 (``account_exists``, ``settlement_currency``, ``closed_case_state``) are the

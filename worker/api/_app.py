@@ -12,6 +12,7 @@ from worker.api._cases import case_routes
 from worker.api._deposits import deposit_routes
 from worker.api._feeds import feed_routes
 from worker.api._instruments import instrument_routes
+from worker.api._insurance import insurance_routes
 from worker.api._reports import report_routes
 from worker.api._services import Services
 from worker.api._staff import staff_routes
@@ -53,5 +54,6 @@ def create_app(
     app.include_router(staff_routes(services))
     app.include_router(instrument_routes(services))
     app.include_router(feed_routes(services))
+    app.include_router(insurance_routes(services))
     app.include_router(report_routes(services))
     return app

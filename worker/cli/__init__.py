@@ -59,6 +59,8 @@ def _main(argv: Sequence[str] | None) -> int:
         level=logging.INFO if args.command in SERVICES else logging.WARNING,
         format='{"at": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", "message": "%(message)s"}',
     )
+    # httpx logs every request at INFO: the notices, the sample market's ticks and orders would drown the rest.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "risk":
         from worker import risk_command
 
@@ -66,7 +68,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         settings = load_settings()
         if args.command == "demo":
-            from worker.demo import main as demo_main
+            from worker.demo.run import main as demo_main
 
             return demo_main(settings)
         return asyncio.run(_command(settings, args))
@@ -91,7 +93,13 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
     from workflows.contract import Deposit, StaffAction
 
     if args.command == "up":
-        return _services.up(settings, args.temporal_port, args.receiver_port, args.api_port)
+        return _services.up(
+            settings,
+            args.temporal_port,
+            args.receiver_port,
+            args.api_port,
+            args.venue_port if args.sample_exchange else None,
+        )
     if args.command == "api":
         return _services.api(settings, args.host, args.port)
     if args.command == "worker":
@@ -103,7 +111,7 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
     if args.command == "feed":
         from worker.cli import _feeds
 
-        return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json)
+        return _feeds.feed(settings, args.feed_kind, args.file, args.operator, args.json, args.as_of)
     if args.command == "report":
         from worker.cli import _reports
 

@@ -1,7 +1,8 @@
 """``margin-call feed marks|trades|movements|withdrawals|reference|reconcile FILE``: load a feed from a file.
 
 The file is JSON (a list of records, or one record) or JSON lines (one record a
-line; blank lines skipped); ``-`` reads stdin. Every record is checked before
+line; blank lines skipped); ``-`` reads stdin. ``--as-of TIME|now`` dates
+marks that carry no ``as_of`` (a mark typed by hand means "now"). Every record is checked before
 anything connects: the first bad one is told in one line on stderr naming the
 record and the field (``record 3 (t-17): price: must be positive``), exit 2,
 nothing written. A file that passes is sent to the ledger through
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +104,33 @@ def _answer_text(answer: FeedAnswer) -> str:
     return "\n".join(lines)
 
 
-async def feed(settings: Settings, kind: str, path: str, operator: str | None, as_json: bool) -> int:
+def stamped(records: list[dict[str, Any]], as_of: datetime) -> list[dict[str, Any]]:
+    """Records without an ``as_of`` given ``as_of``; those with one keep theirs."""
+    return [record if "as_of" in record else {**record, "as_of": as_of.isoformat()} for record in records]
+
+
+async def feed(
+    settings: Settings,
+    kind: str,
+    path: str,
+    operator: str | None,
+    as_json: bool,
+    as_of: datetime | str | None = None,
+) -> int:
+    """Load the file's records into the ledger; ``as_of`` (marks only) dates those that give no time."""
     from activities.ledger import LedgerFeeds
 
+    if as_of is not None and kind != "marks":
+        raise BadFeedFile("--as-of: only marks carry a time")
     records = read_records(path)
-    check(kind, records)
+    check(kind, stamped(records, datetime.now(UTC)) if as_of is not None else records)
     if kind == "reference" and not operator:
         raise BadFeedFile("--operator: required for reference data (the audit names who changed it)")
     async with ledger_pool(settings) as pool:
+        if as_of is not None:
+            # "now" is the moment the marks go out, not the moment the command started: a mark
+            # fed meanwhile by another feed is newer only if it really came later.
+            records = stamped(records, datetime.now(UTC) if isinstance(as_of, str) else as_of)
         feeds = LedgerFeeds(pool, settings.policies)
         if kind == "reconcile":
             results = [await feeds.reconcile(view) for view in records]

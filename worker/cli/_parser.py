@@ -62,6 +62,11 @@ def aware_time(text: str) -> datetime:
     return value
 
 
+def as_of(text: str) -> datetime | str:
+    """``--as-of``: a time with its zone, or ``now``, kept as it is: stamped as late as possible, when sent."""
+    return text if text == "now" else aware_time(text)
+
+
 # Staff may give a case up to the longest deadline a policy allows, and no less than a second.
 CASE_SPAN = seconds(timedelta(seconds=1), MAX_DEADLINE)
 
@@ -89,6 +94,15 @@ def _add_services(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     up.add_argument("--temporal-port", type=int, default=7233)
     up.add_argument("--receiver-port", type=int, default=8377)
     up.add_argument("--api-port", type=int, default=8080)
+    up.add_argument(
+        "--sample-exchange",
+        action="store_true",
+        help="load the sample exchange through the API (accounts, positions, marks, insurance fund) and send"
+        " liquidations to the venue simulator, on --venue-port",
+    )
+    up.add_argument(
+        "--venue-port", type=int, default=8378, help="the venue simulator's port (--sample-exchange)"
+    )
     api = commands.add_parser("api", help="serve the HTTP API")
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--host", default="127.0.0.1")
@@ -185,6 +199,11 @@ def _add_feeds(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     feed.add_argument("file", metavar="FILE", help="JSON (a list or one record) or JSON lines; - for stdin")
     feed.add_argument("--operator", help="who changes reference data (required for reference; audited)")
+    feed.add_argument(
+        "--as-of",
+        type=as_of,
+        help="marks: the time of records that give none (ISO 8601 with a zone, or now: as the command sends them)",
+    )
     feed.add_argument("--json", action="store_true")
 
 

@@ -7,21 +7,67 @@ stopped; a clean stop exits 0.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from worker.cli._resources import DEFAULT_ADDRESS, case_client, ledger_database_url, ledger_pool
 from worker.config import Settings
 from workflows.domain.policies import DEFAULT_POLICY
 
+if TYPE_CHECKING:
+    from worker.stack import Stack
 
-async def up(settings: Settings, temporal_port: int, receiver_port: int, api_port: int) -> int:
-    """The embedded stack (Temporal, PostgreSQL, worker, monitor, receiver, API) until stopped."""
+# What the sample exchange's loader and market call: reference data and the fund, then the feeds.
+SAMPLE_SCOPES = frozenset({"admin", "feed:write"})
+
+
+def sample_token(settings: Settings) -> str:
+    """The configured token the sample exchange loads with, or "" for the development token ``up`` makes."""
+    if not settings.api_tokens:
+        return ""
+    for token, scopes in settings.api_tokens.items():
+        if scopes >= SAMPLE_SCOPES:
+            return token
+    raise ValueError(
+        "MARGIN_CALL_API_TOKENS: --sample-exchange needs a token with the admin and feed:write scopes"
+    )
+
+
+def up_stack(
+    settings: Settings,
+    temporal_port: int,
+    receiver_port: int,
+    api_port: int,
+    venue_port: int | None,
+    *,
+    temporal_ui: bool = True,
+) -> AbstractAsyncContextManager[Stack]:
+    """What ``up`` runs (the README's test brings it up on free ports through this too).
+
+    ``venue_port``: with the sample exchange, loaded through the API, and the
+    venue simulator on that port taking the liquidation orders.
+    """
     from worker.stack import embedded_stack
+
+    return embedded_stack(
+        settings,
+        temporal_port=temporal_port,
+        receiver_port=receiver_port,
+        api_port=api_port,
+        venue_port=venue_port,
+        sample_exchange_token=sample_token(settings) if venue_port is not None else None,
+        temporal_ui=temporal_ui,
+    )
+
+
+async def up(
+    settings: Settings, temporal_port: int, receiver_port: int, api_port: int, venue_port: int | None
+) -> int:
+    """The embedded stack (Temporal, PostgreSQL, worker, monitor, receiver, API) until stopped."""
     from worker.worker import stop_on_signals
 
-    async with embedded_stack(
-        settings, temporal_port=temporal_port, receiver_port=receiver_port, api_port=api_port
-    ) as stack:
+    async with up_stack(settings, temporal_port, receiver_port, api_port, venue_port) as stack:
         print("margin-call is up:\n" + stack.describe() + "\nCtrl-C stops everything.", flush=True)
         await stop_on_signals().wait()
         print("stopping...", flush=True)

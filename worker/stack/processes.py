@@ -72,12 +72,15 @@ def worker_env(
     notifier_url: str,
     policies: Path,
     failpoints: Mapping[str, Path] | None = None,
+    venue_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of a child worker: this process's, pointed at the run's servers.
 
     ``policies`` is the operator's book, as a file (``MARGIN_CALL_POLICIES``); set in the parent's
-    environment, it wins, as it would for ``margin-call worker``.
+    environment, it wins, as it would for ``margin-call worker``. ``venue_url``: liquidations go
+    to that order gateway (the ``http`` venue) instead of the ledger's backstop.
     """
+    venue = {"MARGIN_CALL_VENUE": "http", "MARGIN_CALL_VENUE_URL": venue_url} if venue_url else {}
     return {
         "MARGIN_CALL_POLICIES": str(policies),
         **os.environ,
@@ -86,6 +89,7 @@ def worker_env(
         "MARGIN_CALL_NOTIFIER_URL": notifier_url,
         "MARGIN_CALL_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
         "MARGIN_CALL_FAILPOINTS": ";".join(f"{k}={v}" for k, v in (failpoints or {}).items()),
+        **venue,
     }
 
 
@@ -119,9 +123,12 @@ async def start_worker_process(
     failpoints: Mapping[str, Path] | None = None,
     name: str = "worker",
     ready_within: float = 30.0,
+    venue_url: str | None = None,
 ) -> WorkerProcess:
     """``python -m worker`` on the run's servers, logging to ``<directory>/<name>.log``; returned once it polls."""
-    env = worker_env(temporal_address, database_url, notifier_url, write_book(directory), failpoints)
+    env = worker_env(
+        temporal_address, database_url, notifier_url, write_book(directory), failpoints, venue_url
+    )
     worker = await spawn_worker("worker", [], env, directory / f"{name}.log")
     await until(
         lambda: worker.logged("worker polling") or worker.process.returncode is not None, ready_within

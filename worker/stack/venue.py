@@ -10,11 +10,18 @@ an id it has seen is answered with that order's result, never matched again.
 Tests and the demo drive it through admin routes (or the object itself, in
 process): set a book, reject the next orders, add latency, take the gateway
 down (503) and bring it back.
+
+``before_match``, when set, is awaited with the instrument before an order is
+matched: the dev stack's market maker (``worker.exchange.market``) requotes
+there a book whose mark has moved, as a real one would have before any order
+arrived; a book left at the old price would buy a crashed position at the
+price before the crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -57,6 +64,7 @@ class VenueSimulator:
     orders: dict[str, OrderReport] = field(default_factory=dict)
     received: list[VenueOrder] = field(default_factory=list)  # every request that reached matching
     refused_while_down: int = 0
+    before_match: Callable[[str], Awaitable[None]] | None = None
 
     def set_book(self, instrument: str, bids: list[Level], asks: list[Level] | None = None) -> None:
         self.books[instrument] = BookLevels(bids=list(bids), asks=list(asks or []))
@@ -138,6 +146,8 @@ class VenueSimulator:
                 return problem(self.behaviour.answer_status, "gateway: refused (simulated)")
             if self.behaviour.latency_seconds:
                 await asyncio.sleep(self.behaviour.latency_seconds)
+            if self.before_match is not None:
+                await self.before_match(order.instrument)
             return self.place(order)
 
         @app.get("/orders/{client_order_id}", response_model=None)
