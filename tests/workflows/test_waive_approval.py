@@ -75,7 +75,9 @@ async def waiver_row(stack: CaseStack, case_id: str) -> asyncpg.Record | None:
     return row
 
 
-async def open_awaiting(stack: CaseStack, name: str, **policy: Any) -> tuple[str, WorkflowHandle[Any, CaseOutcome]]:
+async def open_awaiting(
+    stack: CaseStack, name: str, **policy: Any
+) -> tuple[str, WorkflowHandle[Any, CaseOutcome]]:
     account = await account_with(stack, name, "550")
     values: dict[str, Any] = {"deadline": timedelta(seconds=60), **policy}
     handle = await MarginCallClient(stack.client).open_case(account, "call-1", fast_policy(**values))
@@ -113,7 +115,11 @@ async def test_a_large_waive_waits_for_a_second_operator_and_both_names_are_on_r
     assert requested.state == CaseState.AWAITING_DEPOSIT and requested.waiver is None
     pending = requested.pending_waiver
     assert pending is not None
-    assert (pending.operator, pending.reason, pending.shortfall) == (ALICE.operator, ALICE.reason, Decimal(48))
+    assert (pending.operator, pending.reason, pending.shortfall) == (
+        ALICE.operator,
+        ALICE.reason,
+        Decimal(48),
+    )
     assert pending.expires_at - pending.requested_at == within
     assert said(requested, "waive requested", "second operator", ALICE.operator)
 
@@ -125,7 +131,9 @@ async def test_a_large_waive_waits_for_a_second_operator_and_both_names_are_on_r
     for name in (ALICE.operator, "ALICE@Support", "  alice@support "):
         own = await refusal(api.approve_waive(account, StaffAction(operator=name, reason="ok")))
         assert own.startswith("operator:") and "second operator" in own, own
-    blank = await refusal(handle.execute_update(contract.UPDATE_APPROVE_WAIVE, {"operator": "", "reason": "x"}))
+    blank = await refusal(
+        handle.execute_update(contract.UPDATE_APPROVE_WAIVE, {"operator": "", "reason": "x"})
+    )
     assert "operator" in blank
     assert len(await history_event_types(handle)) == before  # refusals leave nothing in history
 
@@ -328,7 +336,9 @@ async def test_the_ledger_refuses_a_self_approved_waive_and_writes_nothing(venue
     with pytest.raises(asyncpg.CheckViolationError, match="waivers_second_operator"):
         await ledger.close_case(closing("alice"))
     async with venue.acquire() as conn:
-        case = await conn.fetchrow("SELECT state, closed_at FROM margin_call_cases WHERE case_id = 'frank/c1'")
+        case = await conn.fetchrow(
+            "SELECT state, closed_at FROM margin_call_cases WHERE case_id = 'frank/c1'"
+        )
         assert (case["state"], case["closed_at"]) == ("OPEN", None)
         assert await conn.fetchval("SELECT count(*) FROM waivers WHERE case_id = 'frank/c1'") == 0
         assert await conn.fetchval("SELECT count(*) FROM notice_outbox WHERE case_id = 'frank/c1'") == 0
