@@ -8,6 +8,7 @@ it "small".
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.ledger import LedgerActivities
 from tests.helpers import (
+    TEST_POLICIES,
     CaseStack,
     account_with,
     fast_policy,
@@ -32,7 +34,9 @@ from tests.helpers import (
     until,
     wait_state,
 )
+from worker.config import DEV_WEBHOOK_SECRET
 from worker.market import Trader, onboard
+from worker.worker import running_worker
 from workflows import contract
 from workflows.client import MarginCallClient
 from workflows.contract import (
@@ -209,6 +213,60 @@ async def test_an_unapproved_waive_expires_in_the_timeline_and_a_late_approval_i
     outcome = await finish(handle, "waive_expired_then_approved")
     row = await waiver_row(stack, outcome.case_id)
     assert row is not None and (row["operator"], row["approved_by"]) == (carol.operator, BOB.operator)
+
+
+async def test_an_approval_that_reaches_the_case_with_its_expiry_is_refused(stack: CaseStack) -> None:
+    """The expiry and a late approval in one workflow task: the approval is checked first, and refused.
+
+    The case runs on a worker of its own that is stopped while the request
+    expires, so that the timer's firing and the approval wait for the same task.
+    """
+    api = MarginCallClient(stack.client)
+    account = await account_with(stack, "waive-race", "550")
+    queue = f"waive-race-{account}"
+    policy = fast_policy(
+        deadline=timedelta(seconds=60), waive_approval_above=LARGE, waive_approval_within=timedelta(seconds=2)
+    )
+
+    def worker() -> Any:
+        return running_worker(
+            stack.client,
+            stack.database_url,
+            stack.notifier_url,
+            DEV_WEBHOOK_SECRET,
+            sandboxed=True,
+            policies=TEST_POLICIES,
+            task_queue=queue,
+        )
+
+    async with worker():
+        handle = await stack.client.start_workflow(
+            contract.WORKFLOW_TYPE,
+            {"account_id": account, "call_id": "call-1", "policy": policy.model_dump(mode="json")},
+            id=contract.workflow_id(account),
+            task_queue=queue,
+            result_type=CaseOutcome,
+        )
+        await settled(handle)
+        pending = (await api.waive(account, ALICE)).pending_waiver
+        assert pending is not None
+    await asyncio.sleep(max((pending.expires_at - datetime.now(UTC)).total_seconds(), 0) + 1)
+    approval = asyncio.create_task(api.approve_waive(account, BOB))
+    await asyncio.sleep(0.5)
+    async with worker():
+        late = await refusal(approval)
+        assert late.startswith("state:") and "expired" in late, late
+
+        async def lapsed() -> CaseStatus | None:
+            status = await api.status(account)
+            return status if status.pending_waiver is None else None
+
+        status = await until(lapsed)
+        assert status.state == CaseState.AWAITING_DEPOSIT
+        assert said(status, "lapsed without approval", "expired")
+        await api.force_liquidation(account, BOB)
+        outcome = await finish(handle, "approval_with_expiry")
+    assert outcome.state != CaseState.WAIVED
 
 
 async def test_a_waive_pending_at_the_deadline_never_holds_up_liquidation(stack: CaseStack) -> None:
