@@ -11,9 +11,8 @@ monitor, staff actions, the status query), which only put what they are told
 on the case's record and ask for a re-read of the ledger; what the case has on
 record and the checks a message must pass (``record.py``); the wake-up timer
 (``timer.py``); the notices (``notices.py``); the ledger calls
-(``ledger_calls.py``); a stage seen through whatever its venue does
-(``stages.py``); a large waive that waits for a second operator
-(``waivers.py``); and the words, search attributes and metrics
+(``ledger_calls.py``); a stage seen through whatever its venue does (``stages.py``); a large
+waive awaiting a second operator (``waivers.py``); and the words, search attributes and metrics
 (``narrative.py``). Every history event the case writes is issued from here or
 from a handler, in the order the recorded histories replay.
 """
@@ -190,8 +189,7 @@ class MarginCallWorkflow(CaseMessages):
     async def _liquidate(self, trigger: Trigger) -> CaseOutcome:
         record = self._record
         self._timer.stop()
-        # A pending approval never holds up liquidation; once it starts, a waive is refused.
-        waivers.lapse(record, f"liquidation starts ({trigger})")
+        waivers.lapse(record, f"liquidation starts ({trigger})")  # a pending approval never holds it up
         self._set_state(CaseState.LIQUIDATING)
         record.log(f"liquidation starts ({trigger})")
         if trigger != Trigger.DEADLINE:
