@@ -28,6 +28,17 @@ def render_status(status: CaseStatus) -> str:
         f"   uncovered loss {money(status.uncovered_loss)}",
         f"notices     {status.notices_sent} delivered, {len(status.notices_failed)} undelivered",
     ]
+    if status.pending_waiver:
+        pending = status.pending_waiver
+        lines.append(
+            f"waive       requested by {pending.operator} at {_at(pending.requested_at)}: {pending.reason};"
+            f" awaits a second operator until {_at(pending.expires_at)}"
+        )
+    if status.waiver and status.waiver_approval:
+        lines.append(
+            f"waive       by {status.waiver.operator}, approved by {status.waiver_approval.operator}"
+            f" at {_at(status.waiver_approval.approved_at)}"
+        )
     if status.closed_at:
         lines.append(f"closed      {_at(status.closed_at)}")
     lines.append("timeline")

@@ -11,7 +11,8 @@ monitor, staff actions, the status query), which only put what they are told
 on the case's record and ask for a re-read of the ledger; what the case has on
 record and the checks a message must pass (``record.py``); the wake-up timer
 (``timer.py``); the notices (``notices.py``); the ledger calls
-(``ledger_calls.py``); a stage seen through whatever its venue does (``stages.py``); and the words, search attributes and metrics
+(``ledger_calls.py``); a stage seen through whatever its venue does (``stages.py``); a large
+waive awaiting a second operator (``waivers.py``); and the words, search attributes and metrics
 (``narrative.py``). Every history event the case writes is issued from here or
 from a handler, in the order the recorded histories replay.
 """
@@ -19,6 +20,7 @@ from a handler, in the order the recorded histories replay.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -28,7 +30,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contract, narrative
+    from workflows import contract, narrative, waivers
     from workflows.contract import (
         BankruptcyRequest,
         BankruptcySettlement,
@@ -129,9 +131,7 @@ class MarginCallWorkflow(CaseMessages):
         if trigger == Trigger.CURED:
             return await self._close(CaseState.CURED, "account back above maintenance")
         if trigger == Trigger.WAIVED:
-            assert record.waiver is not None
-            waiver = record.waiver
-            return await self._close(CaseState.WAIVED, f"waived by {waiver.operator}: {waiver.reason}")
+            return await self._close(CaseState.WAIVED, waivers.closing_words(record))
         return await self._liquidate(trigger)
 
     async def _await_deposit_or_deadline(self) -> Trigger:
@@ -143,6 +143,7 @@ class MarginCallWorkflow(CaseMessages):
                 await self._reread("Re-read the account after a deposit or a market move")
             if record.healthy:
                 return Trigger.CURED
+            waivers.expire_if_due(record)  # a waive awaiting approval past its time lapses, in the timeline
             if record.waiver is not None:
                 return Trigger.WAIVED
             if record.forced is not None:
@@ -169,17 +170,26 @@ class MarginCallWorkflow(CaseMessages):
                     reminder = f"reminder:{len(self._reminders_sent)}"
                     self._notices.send(NoticeKind.REMINDER, reminder, narrative.call_message(record))
                 continue
-            wake_at = min([deadline, *due])
-            self._timer.wake_at(wake_at, "deposit deadline" if wake_at == deadline else "next reminder")
-            await workflow.wait_condition(lambda: self._needs_attention() or self._timer.rang)
+            # A waive awaiting approval wakes the case when it expires (never in cases recorded before the rule).
+            expires = waivers.expiry(record)
+            wake_at = min([deadline, *due, *expires])
+            label = "waive approval expires" if wake_at in expires else "next reminder"
+            self._timer.wake_at(wake_at, "deposit deadline" if wake_at == deadline else label)
+            await workflow.wait_condition(self._wake_check(record.pending_waiver))
 
     def _needs_attention(self) -> bool:
         record = self._record
         return self._recheck or self._escalated or record.forced is not None or record.waiver is not None
 
+    def _wake_check(self, pending: object) -> Callable[[], bool]:
+        """What ends the wait: attention, the timer, or a waive request made or ended since ``pending``."""
+        record = self._record
+        return lambda: self._needs_attention() or self._timer.rang or record.pending_waiver is not pending
+
     async def _liquidate(self, trigger: Trigger) -> CaseOutcome:
         record = self._record
         self._timer.stop()
+        waivers.lapse(record, f"liquidation starts ({trigger})")  # a pending approval never holds it up
         self._set_state(CaseState.LIQUIDATING)
         record.log(f"liquidation starts ({trigger})")
         if trigger != Trigger.DEADLINE:
@@ -284,6 +294,7 @@ class MarginCallWorkflow(CaseMessages):
         # a closed workflow's timers go without a history event, a cancel costs one.
         record.closed_at = workflow.now()
         record.hold = record.hold_reason = None
+        waivers.lapse(record, f"the case closed {state.value}")
         self._set_state(state)
         narrative.case_closed(state)
         record.log(f"closed {state.value}: {why}")
@@ -303,6 +314,7 @@ class MarginCallWorkflow(CaseMessages):
                 notices=owed,
                 notice_delivery_window=record.policy.notice_delivery_window,
                 waiver=record.waiver if state == CaseState.WAIVED else None,
+                waiver_approval=record.waiver_approval if state == CaseState.WAIVED else None,
             )
         else:
             # Histories recorded before the outbox waited here for every notice.

@@ -255,7 +255,18 @@ class MarginCallClient:
         return await self._staff_update(account_id, contract.UPDATE_EXTEND_DEADLINE, extension)
 
     async def waive(self, account_id: str, action: StaffAction) -> CaseStatus:
+        """Close without liquidation; above the policy's ``waive_approval_above`` the waive is only
+        requested (``pending_waiver`` in the status) until a second operator's ``approve_waive``."""
         return await self._staff_update(account_id, contract.UPDATE_WAIVE, action)
+
+    async def approve_waive(self, account_id: str, approval: StaffAction) -> CaseStatus:
+        """A second operator puts the case's pending waive into effect (a waive above the policy's amount).
+
+        Refused (``WorkflowUpdateFailedError``, naming the field) when no waive
+        is pending, when it has expired or lapsed, or when ``approval.operator``
+        is the operator who asked for it.
+        """
+        return await self._staff_update(account_id, contract.UPDATE_APPROVE_WAIVE, approval)
 
     async def force_liquidation(self, account_id: str, action: StaffAction) -> CaseStatus:
         return await self._staff_update(account_id, contract.UPDATE_FORCE_LIQUIDATION, action)

@@ -1,8 +1,9 @@
 """``CaseMessages``: what callers may tell a case and ask of it, the handlers ``MarginCallWorkflow`` inherits.
 
 Deposits (an update that answers with a receipt, or a signal), the risk
-monitor's escalation, the staff actions (extend the deadline, waive, force
-liquidation) and the status query. A handler decides nothing about money: it
+monitor's escalation, the staff actions (extend the deadline, waive, approve
+a waive the policy holds to two people, force liquidation) and the status
+query. A handler decides nothing about money: it
 puts what it was told on the case's record (``record.py``) and, for a deposit
 or an escalation, asks the lifecycle (``case.py``) to read the ledger again
 (``_recheck``); the lifecycle acts on the ledger's figures. So a deposit can
@@ -19,7 +20,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contract, narrative
+    from workflows import contract, narrative, waivers
     from workflows.contract import (
         CaseEvent,
         CaseStatus,
@@ -122,7 +123,19 @@ class CaseMessages:
     @workflow.update(name=contract.UPDATE_WAIVE)
     async def waive(self, submission: Submission) -> CaseStatus:
         action = parse(Waiver, submission)
-        self._record.waiver = action
+        record = self._record
+        waivers.expire_if_due(record)  # a request past its time (not yet seen by the lifecycle) lapses first
+        if waivers.approval_needed(record):
+            # Above the policy's amount: on record, in effect only once a second operator approves.
+            # The trader is not told of a request: it must not read as a reason to stop paying.
+            pending = waivers.request(record, action)
+            narrative.publish(record, search=False)
+            above = record.policy.waive_approval_above
+            assert above is not None
+            what = narrative.waive_requested_line(pending, above)
+            await self._staff_event("waive", action, what, notify=False)
+            return self.status()
+        record.waiver = action
         await self._staff_event("waive", action, narrative.waiver_line(action))
         await workflow.wait_condition(lambda: self._record.closed)
         return self.status()
@@ -130,6 +143,20 @@ class CaseMessages:
     @waive.validator
     def _validate_waive(self, submission: Submission) -> None:
         self._record.check_waiver(parse(Waiver, submission))
+        waivers.check_request(self._record)
+
+    @workflow.update(name=contract.UPDATE_APPROVE_WAIVE)
+    async def approve_waive(self, submission: Submission) -> CaseStatus:
+        """A second operator puts a pending waive into effect: the case closes WAIVED, both names on record."""
+        approval = parse(StaffAction, submission)
+        waiver = waivers.approve(self._record, approval)
+        await self._staff_event("approve_waive", approval, narrative.waive_approved_line(waiver))
+        await workflow.wait_condition(lambda: self._record.closed)
+        return self.status()
+
+    @approve_waive.validator
+    def _validate_approve_waive(self, submission: Submission) -> None:
+        waivers.check_approval(self._record, parse(StaffAction, submission))
 
     @workflow.update(name=contract.UPDATE_FORCE_LIQUIDATION)
     async def force_liquidation(self, submission: Submission) -> CaseStatus:
@@ -155,18 +182,19 @@ class CaseMessages:
         self._recheck = True
         return True
 
-    async def _staff_event(self, kind: str, action: StaffAction, what: str) -> None:
-        """A staff action on the record: the timeline, a notice to the trader, the ledger's audit event."""
+    async def _staff_event(self, kind: str, action: StaffAction, what: str, *, notify: bool = True) -> None:
+        """A staff action on the record: the timeline, a notice to the trader (if ``notify``), the ledger's audit event."""
         record = self._record
         record.staff_actions += 1
         record.log(narrative.staff_line(what, action))
-        self._notices.send(
-            NoticeKind.STAFF_ACTION,
-            f"staff:{record.staff_actions}",
-            narrative.staff_message(what, action),
-            operator=action.operator,
-            reason=action.reason,
-        )
+        if notify:
+            self._notices.send(
+                NoticeKind.STAFF_ACTION,
+                f"staff:{record.staff_actions}",
+                narrative.staff_message(what, action),
+                operator=action.operator,
+                reason=action.reason,
+            )
         event = CaseEvent(
             case_id=record.case_id,
             event_id=f"{kind}:{record.staff_actions}",

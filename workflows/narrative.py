@@ -13,6 +13,7 @@ go through ``workflow.metric_meter()``, which replay skips.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -26,6 +27,7 @@ from workflows.contract import (
     Deposit,
     Notice,
     NoticeKind,
+    PendingWaiver,
     RiskEscalation,
     StaffAction,
     StageResult,
@@ -85,6 +87,11 @@ def details(record: CaseRecord) -> str:
         lines.append(f"deposit deadline {record.deadline.isoformat()}")
     if record.stages:
         lines.append(f"{len(record.stages)} stage(s), fees {money(record.fees)} to the insurance fund")
+    if record.pending_waiver is not None:
+        pending = record.pending_waiver
+        lines.append(
+            f"waive by {pending.operator} awaits a second operator until {pending.expires_at.isoformat()}"
+        )
     return "\n\n".join(lines)
 
 
@@ -202,6 +209,22 @@ def staff_message(what: str, action: StaffAction) -> str:
 def waiver_line(waiver: Waiver) -> str:
     scope = f"until {waiver.until.isoformat()}" if waiver.until else "until the account recovers"
     return f"case waived without liquidation; holds {scope}"
+
+
+def waive_requested_line(pending: PendingWaiver, above: Decimal) -> str:
+    shortfall = "unknown" if pending.shortfall is None else money(pending.shortfall)
+    return (
+        f"waive requested: shortfall {shortfall} is above {money(above)}, so it takes effect only if "
+        f"a second operator approves it by {pending.expires_at.isoformat()}; the case runs on meanwhile"
+    )
+
+
+def waive_approved_line(waiver: Waiver) -> str:
+    return f"waive by {waiver.operator} approved; {waiver_line(waiver)}"
+
+
+def waive_lapsed_line(pending: PendingWaiver, why: str) -> str:
+    return f"waive requested by {pending.operator} lapsed without approval: {why}"
 
 
 def closed_message(state: CaseState, why: str) -> str:

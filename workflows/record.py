@@ -32,11 +32,13 @@ from workflows.contract import (
     CaseStatus,
     DeadlineExtension,
     Deposit,
+    PendingWaiver,
     StaffAction,
     StageRecord,
     StageResult,
     TimelineEntry,
     Waiver,
+    WaiverApproval,
 )
 from workflows.domain.liquidation import LiquidationPlan
 from workflows.domain.money import DISPLAY_PRECISION, AmountError, money_amount
@@ -111,6 +113,12 @@ class CaseRecord:
     # Bumped at every read of the ledger: a deposit's update waits for a newer one.
     snapshot_version: int = 0
     waiver: Waiver | None = None
+    # A waive above the policy's amount awaiting a second operator (``waivers.py``), the approval
+    # that put it into effect, and the last one that lapsed (an approval after it is refused naming it).
+    pending_waiver: PendingWaiver | None = None
+    waiver_approval: WaiverApproval | None = None
+    lapsed_waiver: PendingWaiver | None = None
+    lapsed_why: str | None = None
     forced: StaffAction | None = None
     staff_actions: int = 0
     deposits: list[str] = field(default_factory=list)
@@ -224,6 +232,9 @@ class CaseRecord:
             closed_at=self.closed_at,
             hold=self.hold,
             hold_reason=self.hold_reason,
+            pending_waiver=self.pending_waiver,
+            waiver=self.waiver,
+            waiver_approval=self.waiver_approval,
         )
 
     def hold_needed(self, snapshot: MarginSnapshot, plan: LiquidationPlan) -> tuple[str, str] | None:

@@ -77,15 +77,22 @@ async def record_closing(conn: asyncpg.Connection, closing: CaseClosing) -> None
         status.model_dump_json(),
     )
     if closing.waiver is not None and status.state == CaseState.WAIVED:
-        # The waive's scope, for the risk monitor: recorded only when the case did close WAIVED.
+        # The waive's scope, for the risk monitor: recorded only when the case did close WAIVED,
+        # with the second operator beside the first when the policy held the waive to two people.
+        approval = closing.waiver_approval
         await conn.execute(
-            "INSERT INTO waivers (case_id, account_id, until, operator, reason)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (case_id) DO NOTHING",
+            "INSERT INTO waivers (case_id, account_id, until, operator, reason,"
+            " requested_at, approved_by, approval_reason, approved_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (case_id) DO NOTHING",
             status.case_id,
             status.account_id,
             closing.waiver.until,
             closing.waiver.operator,
             closing.waiver.reason,
+            approval.requested_at if approval else None,
+            approval.operator if approval else None,
+            approval.reason if approval else None,
+            approval.approved_at if approval else None,
         )
     # The notices the case still owes go to the outbox in the same
     # transaction: the case completes now, the dispatcher delivers them.

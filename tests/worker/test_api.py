@@ -20,6 +20,7 @@ from worker.api import MAX_BODY_BYTES, create_app
 from worker.serving import BodyLimit, serving
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
+from workflows.domain.policies import CasePolicy
 
 FAST = {"deadline": "PT60S", "reminders_before_deadline": [], "pause_between_stages": "PT0S"}
 
@@ -82,7 +83,7 @@ async def test_open_deposit_read_and_act_over_http(stack: CaseStack, api: httpx.
     )
     assert extended.status_code == 200, extended.text
     refused = await api.post(f"/v1/cases/{account}/extend", json=extend, headers=auth("act-token-0123456789"))
-    assert refused.status_code == 409 and "later than" in refused.json()["detail"]
+    assert refused.status_code == 409 and refused.json()["detail"].startswith("new_deadline: must be later")
     forced = await api.post(
         f"/v1/cases/{account}/force-liquidation",
         json={"operator": "dana", "reason": "client unreachable"},
@@ -117,6 +118,59 @@ async def test_waive_over_http(stack: CaseStack, api: httpx.AsyncClient) -> None
         headers=auth("all-token-0123456789"),
     )
     assert waived.status_code == 200 and waived.json()["state"] == "WAIVED"
+
+
+async def test_a_large_waive_is_approved_over_http_by_a_second_operator(
+    stack: CaseStack, api: httpx.AsyncClient
+) -> None:
+    cases = MarginCallClient(stack.client)
+    account = await account_with(stack, "http-approve", "550")  # 48 USDT short: above the policy's 10
+    policy = CasePolicy.model_validate({**FAST, "waive_approval_above": "10"})
+    await cases.open_case(account, "a-1", policy)
+    await wait_state(cases.handle(account), CaseState.AWAITING_DEPOSIT)
+    actor = auth("act-token-0123456789")
+    waive = await api.post(
+        f"/v1/cases/{account}/waive", json={"operator": "erin", "reason": "goodwill"}, headers=actor
+    )
+    assert waive.status_code == 200, waive.text
+    assert (
+        waive.json()["state"] == "AWAITING_DEPOSIT" and waive.json()["pending_waiver"]["operator"] == "erin"
+    )
+
+    async def audit_rows() -> int:
+        async with stack.pool.acquire() as conn:
+            count: int = await conn.fetchval(
+                "SELECT count(*) FROM case_events e JOIN margin_call_cases c USING (case_id)"
+                " WHERE c.account_id = $1",
+                account,
+            )
+        return count
+
+    before = await audit_rows()
+    path = f"/v1/cases/{account}/approve-waive"
+    own = await api.post(path, json={"operator": "Erin", "reason": "me again"}, headers=actor)
+    assert own.status_code == 409 and own.json()["detail"].startswith("operator:"), own.text
+    blank = await api.post(path, json={"operator": "frank"}, headers=actor)
+    assert blank.status_code == 422 and blank.json()["detail"].startswith("reason:"), blank.text
+    reader = await api.post(
+        path, json={"operator": "frank", "reason": "ok"}, headers=auth("read-token-0123456789")
+    )
+    assert reader.status_code == 403
+    nobody = await api.post(
+        f"/v1/cases/{stack.account('nobody')}/approve-waive",
+        json={"operator": "f", "reason": "ok"},
+        headers=actor,
+    )
+    assert nobody.status_code == 404 and nobody.json()["detail"].startswith("account_id:")
+    assert await audit_rows() == before  # no refusal wrote anything
+
+    approved = await api.post(path, json={"operator": "frank", "reason": "checked"}, headers=actor)
+    assert approved.status_code == 200, approved.text
+    body = approved.json()
+    assert body["state"] == "WAIVED" and body["pending_waiver"] is None
+    assert (body["waiver"]["operator"], body["waiver_approval"]["operator"]) == ("erin", "frank")
+    again = await api.post(path, json={"operator": "frank", "reason": "checked"}, headers=actor)
+    assert again.status_code in (404, 409)
 
 
 async def test_auth_validation_and_unknown_accounts_write_nothing(

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from tests.helpers import (
 )
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
+from workflows.domain.policies import CasePolicy
 
 POLICIES_FILE.write_text(TEST_POLICIES.model_dump_json())
 
@@ -293,3 +296,35 @@ async def test_a_waive_from_the_cli_holds_for_the_time_given(stack: CaseStack) -
             "SELECT until - created_at AS span, operator FROM waivers WHERE account_id = $1", account
         )
     assert row["operator"] == "dana" and abs(row["span"].total_seconds() - 3600) < 60
+
+
+async def test_a_large_waive_is_approved_from_the_command_line_by_a_second_operator(stack: CaseStack) -> None:
+    account = await account_with(stack, "cli-approve", "550")  # 48 USDT short: above the policy's 10
+    cases = MarginCallClient(stack.client)
+    await cases.open_case(
+        account, "c-1", CasePolicy(deadline=timedelta(hours=1), waive_approval_above=Decimal(10))
+    )
+    await wait_state(cases.handle(account), CaseState.AWAITING_DEPOSIT)
+    env = stack_env(stack)
+    code, out, err = await margin_call(
+        env, "cases", "waive", account, "--operator", "dana", "--reason", "goodwill"
+    )
+    assert code == 0, err
+    assert "state       AWAITING_DEPOSIT" in out and "requested by dana" in out and "second operator" in out
+
+    async def approve(*args: str) -> tuple[int, str, str]:
+        return await margin_call(env, "cases", "approve-waive", account, *args)
+
+    code, out, err = await approve("--operator", "DANA", "--reason", "me again")
+    assert code == 2 and "error: refused: operator: dana requested this waive" in err, err
+    code, out, err = await approve("--operator", "", "--reason", "x")
+    assert code == 2 and "operator" in err, err
+    code, out, err = await approve("--operator", "eve")
+    assert code == 2 and "--reason" in err, err
+    code, out, err = await approve("--operator", "eve", "--reason", "checked the ticket", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["state"] == "WAIVED" and shown["waiver_approval"]["operator"] == "eve"
+    code, out, err = await margin_call(env, "cases", "show", account)
+    assert code == 0, err
+    assert "waive       by dana, approved by eve" in out and "approved by eve: checked the ticket" in out, out

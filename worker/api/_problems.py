@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.serving import Problem, Refused, naming_a_field
@@ -31,8 +32,14 @@ def no_such_account() -> Refused:
 
 
 def refused_by_the_case(error: WorkflowUpdateFailedError) -> Refused:
-    """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...")."""
-    return Refused(409, naming_a_field(str(error.cause), "case"))
+    """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...").
+
+    The cause's message, not ``str(cause)``, which puts the validator's exception type
+    in front ("ValueError: operator: ...") where the field belongs.
+    """
+    cause = error.cause
+    words = cause.message if isinstance(cause, ApplicationError) else str(cause)
+    return Refused(409, naming_a_field(words, "case"))
 
 
 def no_open_case(error: RPCError) -> Refused | None:

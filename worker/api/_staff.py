@@ -1,4 +1,4 @@
-"""Staff actions on an account's open case: extend its deadline, waive it, force its liquidation.
+"""Staff actions on an account's open case: extend its deadline, waive it (and approve a large waive), force its liquidation.
 
 Each is an update the case may refuse (409, in the case's own field-naming
 words); an account without a running case is a 404.
@@ -49,6 +49,11 @@ def staff_routes(services: Services) -> APIRouter:
     async def waive(account_id: Identifier, body: Waiver) -> CaseStatus:
         """Close without liquidation; no new case for the account until ``until`` (or its recovery)."""
         return await act(account_id, cases.waive, body)
+
+    @router.post("/v1/cases/{account_id}/approve-waive")
+    async def approve_waive(account_id: Identifier, body: StaffAction) -> CaseStatus:
+        """A second operator puts the pending waive into effect (a waive above the policy's amount)."""
+        return await act(account_id, cases.approve_waive, body)
 
     @router.post("/v1/cases/{account_id}/force-liquidation")
     async def force(account_id: Identifier, body: StaffAction) -> CaseStatus:

@@ -1,7 +1,7 @@
 """``margin-call``: the command line of the case manager (see docs/design.md for the contract).
 
 Inside: ``_parser`` (commands, options, and the types that refuse bad
-values), ``_cases`` (start, deposit, cases list/show/extend/waive/force),
+values), ``_cases`` (start, deposit, cases list/show/extend/waive/approve-waive/force),
 ``_instruments`` (instruments halt/resume/list), ``_feeds`` (feed KIND FILE),
 ``_reports`` (report calls),
 ``_services`` (up, api, worker, monitor, db migrate), ``_resources`` (the
@@ -156,6 +156,8 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
         return _cases.extend(settings, args.account_id, action, args.by, args.json)
     if args.cases_command == "waive":
         return _cases.waive(settings, args.account_id, action, args.hold, args.json)
+    if args.cases_command == "approve-waive":
+        return _cases.approve_waive(settings, args.account_id, action, args.json)
     return _cases.force(settings, args.account_id, action, args.json)
 
 

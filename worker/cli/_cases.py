@@ -128,6 +128,13 @@ async def waive(
     return 0
 
 
+async def approve_waive(settings: Settings, account_id: str, approval: StaffAction, as_json: bool) -> int:
+    """A second operator puts the case's pending waive into effect; the case closes WAIVED."""
+    cases = await case_client(settings)
+    _output.case_shown(await cases.approve_waive(account_id, approval), as_json)
+    return 0
+
+
 async def force(settings: Settings, account_id: str, action: StaffAction, as_json: bool) -> int:
     """Start liquidating now, whatever the deadline."""
     cases = await case_client(settings)

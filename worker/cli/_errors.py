@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from activities.exceptions import LedgerError
@@ -24,8 +25,10 @@ def failure(error: Exception) -> tuple[int, str] | None:
     if isinstance(error, ValidationError):
         return REFUSED, describe_validation_error(error)
     if isinstance(error, WorkflowUpdateFailedError):
-        # The case's validators name the field ("state: ...", "new_deadline: ...").
-        return REFUSED, f"refused: {error.cause}"
+        # The case's validators name the field ("state: ...", "new_deadline: ..."); the message
+        # alone, as ``str`` would put the validator's exception type in front of the field.
+        cause = error.cause
+        return REFUSED, f"refused: {cause.message if isinstance(cause, ApplicationError) else cause}"
     if isinstance(error, RPCError):
         return UNAVAILABLE, error.message
     if isinstance(error, ConfigError | ValueError | LedgerError):

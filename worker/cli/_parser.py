@@ -22,6 +22,7 @@ SERVICES = frozenset({"up", "worker", "monitor", "api"})
 STAFF_ACTIONS = {
     "extend": "move the deadline later",
     "waive": "close without liquidation",
+    "approve-waive": "a second operator approves a pending waive (above the policy's amount)",
     "force": "start liquidating now",
 }
 

@@ -92,6 +92,26 @@ class Waiver(StaffAction):
     until: AwareDatetime | None = None
 
 
+class PendingWaiver(Waiver):
+    """A waive of a shortfall above the policy's ``waive_approval_above``, not yet in effect.
+
+    It takes effect only when a second operator approves it (``approve_waive``)
+    before ``expires_at``; meanwhile the case runs on (deadline, deposits,
+    liquidation) as if no one had asked.
+    """
+
+    shortfall: Figure | None = Field(description="the shortfall the first operator asked to waive")
+    requested_at: datetime
+    expires_at: datetime
+
+
+class WaiverApproval(StaffAction):
+    """The second operator's approval of a pending waive: who, why, and when each operator acted."""
+
+    requested_at: datetime
+    approved_at: datetime
+
+
 class RiskEscalation(Message):
     """The risk monitor's word that an open case's account moved past the hard threshold."""
 
@@ -140,6 +160,11 @@ class CaseStatus(Message):
     # Why liquidation waits (``HOLD_STALE_MARKS``, ``HOLD_HALTED``, ``HOLD_VENUE``) and what the ledger said; None when it does not.
     hold: str | None = None
     hold_reason: str | None = None
+    # A waive awaiting a second operator's approval; None when there is none (or it expired or lapsed).
+    pending_waiver: PendingWaiver | None = None
+    # The waive that closed (or is closing) the case, and the second operator's approval when it needed one.
+    waiver: Waiver | None = None
+    waiver_approval: WaiverApproval | None = None
 
 
 class CaseSummary(BaseModel):

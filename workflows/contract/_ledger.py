@@ -9,7 +9,7 @@ from pydantic import (
     Field,
 )
 
-from workflows.contract._case import CaseStatus, Waiver
+from workflows.contract._case import CaseStatus, Waiver, WaiverApproval
 from workflows.contract._notices import Notice
 from workflows.domain.liquidation import Fill, LiquidationPlan
 from workflows.domain.message import CallId, CaseId, Identifier, Message
@@ -130,3 +130,5 @@ class CaseClosing(Message):
     notice_delivery_window: timedelta = timedelta(minutes=10)
     # For a case closed WAIVED: the waive, whose scope the risk monitor honours.
     waiver: Waiver | None = None
+    # For a waive the policy held to two people: the second operator, on the waiver's row beside the first.
+    waiver_approval: WaiverApproval | None = None

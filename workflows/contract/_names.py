@@ -13,6 +13,8 @@ SIGNAL_RISK_ESCALATED = "risk_escalated"
 UPDATE_SUBMIT_DEPOSIT = "submit_deposit"
 UPDATE_EXTEND_DEADLINE = "extend_deadline"
 UPDATE_WAIVE = "waive"
+# A second operator's approval of a waive the policy holds to two people (``waive_approval_above``).
+UPDATE_APPROVE_WAIVE = "approve_waive"
 UPDATE_FORCE_LIQUIDATION = "force_liquidation"
 QUERY_STATUS = "status"
 

@@ -32,6 +32,10 @@ from workflows.domain.validation import describe_validation_error
 # managing risk, it is shielding the account from it.
 MAX_DEADLINE = timedelta(days=30)
 MAX_PAUSE_BETWEEN_STAGES = timedelta(hours=1)
+# A second operator approves a large waive within this (default) or it lapses: the figures the
+# first operator saw are still current, and an expired request leaves the trader time to pay.
+DEFAULT_WAIVE_APPROVAL_WITHIN = timedelta(hours=1)
+MAX_WAIVE_APPROVAL_WITHIN = timedelta(days=1)
 # A mark feed publishes every second or so; a minute without one is an outage,
 # and a day-old mark is never a price to sell at.
 DEFAULT_MAX_MARK_AGE = timedelta(seconds=60)
@@ -79,6 +83,16 @@ class CasePolicy(Message):
         default=DEFAULT_WARNING_REARM_MARGIN,
         description="a level warns again only after equity went above level x (1 + this) x maintenance",
     )
+    # None (the default) keeps every waive one operator's decision, as before the rule existed; a case
+    # recorded before it carries no such field and replays as it ran.
+    waive_approval_above: DecimalStr | None = Field(
+        default=None,
+        description="a waive of a shortfall above this (settlement currency) needs a second operator's approval",
+    )
+    waive_approval_within: timedelta = Field(
+        default=DEFAULT_WAIVE_APPROVAL_WITHIN,
+        description="how long a waive awaiting approval stays open before it lapses",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> CasePolicy:
@@ -118,6 +132,14 @@ class CasePolicy(Message):
             raise ValueError("warning_levels: each level at most once")
         if not 0 <= self.warning_rearm_margin <= 1:
             raise ValueError("warning_rearm_margin: must be in [0, 1]")
+        if self.waive_approval_above is not None and self.waive_approval_above < 0:
+            raise ValueError(f"waive_approval_above: must be zero or more, got {self.waive_approval_above}")
+        within(
+            "waive_approval_within",
+            self.waive_approval_within,
+            timedelta(seconds=1),
+            MAX_WAIVE_APPROVAL_WITHIN,
+        )
         return self
 
     def warning_levels_crossed(self, equity: Decimal, maintenance_margin: Decimal) -> list[Decimal]:
@@ -198,6 +220,8 @@ class PolicyOverrides(Message):
     notice_delivery_window: timedelta | None = None
     max_mark_age: timedelta | None = None
     liquidation: LiquidationPolicy | None = None
+    waive_approval_above: DecimalStr | None = None
+    waive_approval_within: timedelta | None = None
 
 
 OVERRIDABLE = ("deadline", "reminders_before_deadline", "hard_threshold", "max_deadline_extension")
