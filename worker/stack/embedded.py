@@ -172,7 +172,13 @@ async def embedded_stack(
             if not tokens:
                 api_token = secrets.token_urlsafe(24)
                 tokens = {api_token: frozenset(SCOPES)}
-            app = create_app(MarginCallClient(client), pool, tokens, book)
+            app = create_app(
+                MarginCallClient(client),
+                pool,
+                tokens,
+                book,
+                temporal_ui_url=settings.temporal_ui_url or web_ui,
+            )
             await stack.enter_async_context(serving(app, api_port))
             api_url = f"http://127.0.0.1:{api_port}"
         yield Stack(
