@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.serving import Problem, Refused, naming_a_field
@@ -32,7 +33,11 @@ def no_such_account() -> Refused:
 
 def refused_by_the_case(error: WorkflowUpdateFailedError) -> Refused:
     """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...")."""
-    return Refused(409, naming_a_field(str(error.cause), "case"))
+    # The failure's own message: its str() puts the exception type first ("ValueError: new_deadline: ..."),
+    # which would then read as the field's name.
+    cause = error.cause
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    return Refused(409, naming_a_field(message, "case"))
 
 
 def no_open_case(error: RPCError) -> Refused | None:
