@@ -65,6 +65,7 @@ class Stack:
         ]
         if self.api_url:
             rows.append(("HTTP API", f"{self.api_url}/docs"))
+            rows.append(("Console", f"{self.api_url}/console/ (sign in with an API token)"))
         if self.api_token:
             rows.append(("API token", f"{self.api_token} (all scopes; set MARGIN_CALL_API_TOKENS to choose)"))
         return "\n".join(f"  {name:<11} {value}" for name, value in rows)
