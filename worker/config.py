@@ -40,6 +40,9 @@ class Settings:
     # at the mark) or "http" (IOC limit orders to the order gateway at MARGIN_CALL_VENUE_URL).
     venue: str = "ledger"
     venue_url: str | None = None
+    # The Temporal Web UI the staff console links each case to (MARGIN_CALL_TEMPORAL_UI_URL); None: the
+    # embedded stack's own, else the address it would have on this machine.
+    temporal_ui_url: str | None = None
 
     @property
     def order_gateway(self) -> str | None:
@@ -116,6 +119,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         problems.append("MARGIN_CALL_VENUE_URL: required when MARGIN_CALL_VENUE is http")
     if venue_url is not None:
         _check_url("MARGIN_CALL_VENUE_URL", venue_url, {"http", "https"}, problems)
+    temporal_ui_url = env.get("MARGIN_CALL_TEMPORAL_UI_URL") or None
+    if temporal_ui_url is not None:
+        _check_url("MARGIN_CALL_TEMPORAL_UI_URL", temporal_ui_url, {"http", "https"}, problems)
     if problems:
         raise ConfigError("bad configuration:\n  " + "\n  ".join(problems))
     return Settings(
@@ -132,4 +138,5 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         policies=policies,
         venue=venue,
         venue_url=venue_url,
+        temporal_ui_url=temporal_ui_url.rstrip("/") if temporal_ui_url else None,
     )

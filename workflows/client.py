@@ -352,6 +352,7 @@ class MarginCallClient:
                     started_at=execution.start_time,
                     closed_at=execution.close_time,
                     running=execution.status == WorkflowExecutionStatus.RUNNING,
+                    hold=attributes.get(contract.MARGIN_CALL_HOLD),
                 )
             )
         return cases

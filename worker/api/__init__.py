@@ -23,8 +23,15 @@ ledger package's.
 
 from __future__ import annotations
 
-from worker.api._app import MAX_BODY_BYTES, MAX_FEED_BODY_BYTES, create_app
+from worker.api._app import DEFAULT_TEMPORAL_UI_URL, MAX_BODY_BYTES, MAX_FEED_BODY_BYTES, create_app
 from worker.api_tokens import SCOPES
 from worker.serving import Problem
 
-__all__ = ["MAX_BODY_BYTES", "MAX_FEED_BODY_BYTES", "SCOPES", "Problem", "create_app"]
+__all__ = [
+    "DEFAULT_TEMPORAL_UI_URL",
+    "MAX_BODY_BYTES",
+    "MAX_FEED_BODY_BYTES",
+    "SCOPES",
+    "Problem",
+    "create_app",
+]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.serving import Problem, Refused, naming_a_field
@@ -32,14 +32,12 @@ def no_such_account() -> Refused:
 
 
 def refused_by_the_case(error: WorkflowUpdateFailedError) -> Refused:
-    """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...").
-
-    The cause's message, not ``str(cause)``, which puts the validator's exception type
-    in front ("ValueError: operator: ...") where the field belongs.
-    """
+    """A staff action the case refused: its validators name the field ("new_deadline: ...", "state: ...")."""
+    # The failure's own message: its str() puts the exception type first ("ValueError: new_deadline: ..."),
+    # which would then read as the field's name.
     cause = error.cause
-    words = cause.message if isinstance(cause, ApplicationError) else str(cause)
-    return Refused(409, naming_a_field(words, "case"))
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    return Refused(409, naming_a_field(message, "case"))
 
 
 def no_open_case(error: RPCError) -> Refused | None:

@@ -76,14 +76,20 @@ async def up(
 
 async def api(settings: Settings, host: str, port: int) -> int:
     """Serve the HTTP API; it refuses to start without a token to check callers against."""
-    from worker.api import create_app
+    from worker.api import DEFAULT_TEMPORAL_UI_URL, create_app
     from worker.serving import serving
     from worker.worker import stop_on_signals
 
     if not settings.api_tokens:
         raise ValueError("MARGIN_CALL_API_TOKENS: set at least one token=scope,... to serve the API")
     async with ledger_pool(settings) as pool:
-        app = create_app(await case_client(settings), pool, settings.api_tokens, settings.policies)
+        app = create_app(
+            await case_client(settings),
+            pool,
+            settings.api_tokens,
+            settings.policies,
+            temporal_ui_url=settings.temporal_ui_url or DEFAULT_TEMPORAL_UI_URL,
+        )
         async with serving(app, port, host):
             logging.getLogger("margin_call.api").info("serving on http://%s:%d", host, port)
             await stop_on_signals().wait()

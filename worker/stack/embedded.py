@@ -77,6 +77,7 @@ class Stack:
         ]
         if self.api_url:
             rows.append(("HTTP API", f"{self.api_url}/docs"))
+            rows.append(("Console", f"{self.api_url}/console/ (sign in with an API token)"))
         if self.api_token:
             rows.append(("API token", f"{self.api_token} (all scopes; set MARGIN_CALL_API_TOKENS to choose)"))
         if self.venue is not None:
@@ -214,7 +215,13 @@ async def embedded_stack(
             if not tokens:
                 api_token = secrets.token_urlsafe(24)
                 tokens = {api_token: frozenset(SCOPES)}
-            app = create_app(MarginCallClient(client), pool, tokens, book)
+            app = create_app(
+                MarginCallClient(client),
+                pool,
+                tokens,
+                book,
+                temporal_ui_url=settings.temporal_ui_url or web_ui,
+            )
             await stack.enter_async_context(serving(app, api_port))
             api_url = f"http://127.0.0.1:{api_port}"
 

@@ -180,6 +180,8 @@ class CaseSummary(BaseModel):
     started_at: datetime | None
     closed_at: datetime | None
     running: bool
+    # Why liquidation waits (MarginCallHold), while it does; None otherwise.
+    hold: str | None = None
 
 
 class CaseOutcome(Message):
