@@ -21,6 +21,9 @@ Storage (SQL):
     ``_movements``   funding, collateral in, withdrawals (refused during a case or below initial margin)
     ``_reference_feed`` assets, instruments, accounts, each change audited
     ``_reconcile``   the exchange's view of an account against the ledger's
+    ``_inputs``      what each step of a case saw (opening, close, notices), for its statement
+    ``_statement``   a case's statement, assembled from those records and the case's rows
+    ``_adl``         the auto-deleveraging ranking of a loss the insurance fund could not cover
 
 Adapters:
     ``LedgerActivities``  the case workflow's activities (``_activities``)
@@ -65,6 +68,7 @@ from activities.ledger._accounts import (
 from activities.ledger._activities import LedgerActivities
 from activities.ledger._deposits import PostgresDeposits, credit_deposit
 from activities.ledger._feeds import LedgerFeeds
+from activities.ledger._inputs import NoticeJournal
 from activities.ledger._movements import WithdrawalRefused
 from activities.ledger._pricing import DeficitCover, cover_deficit, fill_order, sell_collateral, stage_fee
 from activities.ledger._reads import (
@@ -85,6 +89,7 @@ from activities.ledger._stages import (
     Checkpoint,
     no_checkpoint,
 )
+from activities.ledger._statement import case_statement
 from activities.ledger._store import (
     balance_of,
     ensure_collateral_account,
@@ -122,6 +127,7 @@ __all__ = [
     "DeficitCover",
     "LedgerActivities",
     "LedgerFeeds",
+    "NoticeJournal",
     "Outcome",
     "PostgresDeposits",
     "Posting",
@@ -129,6 +135,7 @@ __all__ = [
     "account_exists",
     "balance_of",
     "case_counts",
+    "case_statement",
     "cases_summary",
     "closed_case_state",
     "collateral_account",

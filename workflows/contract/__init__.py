@@ -10,7 +10,8 @@ Small private modules behind this one, each with one vocabulary:
 ``_names`` (task queue, workflow, update, query and activity names, search
 attributes), ``_case`` (what callers and the case say to each other),
 ``_ledger`` (the ledger activities' inputs and outputs), ``_notices`` (what
-the trader is told), ``_feeds`` (what an exchange tells the ledger, and its answer).
+the trader is told), ``_feeds`` (what an exchange tells the ledger, and its answer),
+``_statement`` (a case's statement: every figure beside its inputs).
 """
 
 from __future__ import annotations
@@ -105,6 +106,23 @@ from workflows.contract._notices import (
     NoticeDelivery,
     NoticeKind,
 )
+from workflows.contract._statement import (
+    AccountReading,
+    AdlEntry,
+    AdlRanking,
+    CaseStatement,
+    Closing,
+    DepositLine,
+    FillLine,
+    NoticeLine,
+    Opening,
+    PolicyApplied,
+    Settlement,
+    SettlementInputs,
+    StaffActionLine,
+    StageLine,
+    TierApplied,
+)
 
 __all__ = [
     "ACCOUNT_ABOVE_MAINTENANCE",
@@ -143,8 +161,11 @@ __all__ = [
     "VENUE_UNAVAILABLE",
     "WORKFLOW_ID_PREFIX",
     "WORKFLOW_TYPE",
+    "AccountReading",
     "AccountRecord",
     "AccountView",
+    "AdlEntry",
+    "AdlRanking",
     "AssetListing",
     "AssetPrice",
     "BankruptcyRequest",
@@ -157,14 +178,18 @@ __all__ = [
     "CaseOpening",
     "CaseOutcome",
     "CaseState",
+    "CaseStatement",
     "CaseStatus",
     "CaseSummary",
+    "Closing",
     "CollateralSale",
     "DeadlineExtension",
     "Deposit",
     "DepositBooking",
+    "DepositLine",
     "DepositReceipt",
     "FeedAnswer",
+    "FillLine",
     "InstrumentListing",
     "Mark",
     "Movement",
@@ -172,15 +197,23 @@ __all__ = [
     "Notice",
     "NoticeDelivery",
     "NoticeKind",
+    "NoticeLine",
+    "Opening",
+    "PolicyApplied",
     "Reconciliation",
     "RecordResult",
     "RecordStatus",
     "RiskEscalation",
+    "Settlement",
+    "SettlementInputs",
     "Side",
     "StaffAction",
+    "StaffActionLine",
+    "StageLine",
     "StageRecord",
     "StageRequest",
     "StageResult",
+    "TierApplied",
     "TimelineEntry",
     "Trade",
     "Waiver",
