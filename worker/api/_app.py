@@ -14,6 +14,7 @@ from worker.api._feeds import feed_routes
 from worker.api._instruments import instrument_routes
 from worker.api._services import Services
 from worker.api._staff import staff_routes
+from worker.api._statement import statement_routes
 from worker.serving import BodyLimit, one_error_shape
 from workflows import contract
 from workflows.client import MarginCallClient
@@ -48,6 +49,7 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(case_routes(services))
+    app.include_router(statement_routes(services))
     app.include_router(deposit_routes(services))
     app.include_router(staff_routes(services))
     app.include_router(instrument_routes(services))
