@@ -65,7 +65,9 @@ async def case_statement(pool: asyncpg.Pool, account_id: str, case_id: str | Non
             case_id,
         )
         if case is None:
-            what = f"case_id: no case {case_id!r} for this account" if case_id else "account_id: no case"
+            what = (
+                "case_id: the account has no such case" if case_id else "account_id: the account has no case"
+            )
             raise UnknownCase(what)
         return await _assemble(conn, account_id, currency, case)
 

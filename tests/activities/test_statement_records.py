@@ -87,7 +87,7 @@ async def test_a_statement_names_an_unknown_account_or_case(venue: asyncpg.Pool)
     await open_case(LedgerActivities(venue), "erin", "erin/c1")
     with pytest.raises(UnknownAccount, match="account_id"):
         await case_statement(venue, "nobody")
-    with pytest.raises(UnknownCase, match="account_id: no case"):
+    with pytest.raises(UnknownCase, match="account_id: the account has no case"):
         await case_statement(venue, "dave")
     with pytest.raises(UnknownCase, match="case_id"):  # another account's case is not this account's
         await case_statement(venue, "dave", "erin/c1")

@@ -17,6 +17,7 @@ from activities.ledger import case_statement
 from activities.ledger import reference as exchange
 from tests.helpers import CaseStack, balance, fast_policy
 from worker.market import SETTLEMENT, Trader, onboard, tiers
+from worker.statement import render_html, render_text
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState
 
@@ -92,6 +93,12 @@ async def test_a_loss_beyond_the_fund_ranks_the_opposite_side_by_profit_and_leve
         assert (entry_.quantity, entry_.entry_price, entry_.mark_price) == (D(quantity), D(price), MARK)
         assert entry_.equity == D(collateral) + entry_.unrealised_pnl
         assert entry_.score == score(quantity, price, collateral)
+    page, text = render_html(statement), render_text(statement)
+    for place, name in enumerate("acb"):
+        assert f"{place + 1}. {instrument} {accounts[name]} short" in text
+    assert ">Auto-deleveraging ranking<" in page and page.index(accounts["a"]) < page.index(
+        accounts["c"]
+    ) < page.index(accounts["b"])
     async with stack.pool.acquire() as conn:
         rows = await conn.fetchval(
             "SELECT count(*) FROM adl_ranking_entries WHERE case_id = $1", outcome.case_id
