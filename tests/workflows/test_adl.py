@@ -78,6 +78,9 @@ async def test_a_loss_beyond_the_fund_ranks_the_opposite_side_by_profit_and_leve
     assert outcome.status.uncovered_loss == D("500") and outcome.status.insurance_fund_used == fund
 
     statement = await case_statement(stack.pool, bankrupt)
+    settled = statement.settlement
+    assert settled is not None and settled.insurance_fund_before == fund  # the balance it covered from
+    assert (settled.deficit, settled.covered_by_insurance_fund) == (fund + 500, fund)
     ranking = statement.adl
     assert ranking is not None and ranking.uncovered_loss == D("500") and ranking.currency == "USDT"
     # Highest score first: neither PnL alone (b first), nor leverage alone (c first) would give this order.

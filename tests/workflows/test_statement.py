@@ -21,7 +21,7 @@ import pytest
 
 from activities.ledger import PostgresDeposits, case_statement
 from activities.ledger import reference as exchange
-from tests.helpers import CaseStack, account_with, fast_policy, notice_kinds, wait_state
+from tests.helpers import CaseStack, account_with, balance, fast_policy, notice_kinds, wait_state
 from workflows.client import MarginCallClient
 from workflows.contract import (
     AccountReading,
@@ -276,5 +276,11 @@ async def test_every_figure_of_a_statement_follows_from_its_inputs(
         ] == ended.status.deposits_counted
     if outcome == CaseState.BANKRUPT:
         assert statement.settlement is not None and statement.settlement.uncovered_loss == 0
+        # The fund's balance it worked from: what the fund holds now, plus what it paid (nothing else moved it).
+        paid = statement.settlement.covered_by_insurance_fund
+        assert (
+            statement.settlement.insurance_fund_before
+            == await balance(stack.pool, "insurance_fund:USDT") + paid
+        )
         assert statement.adl is None  # the fund covered it all: nobody is deleveraged
     assert statement.timeline == ended.status.timeline
