@@ -11,6 +11,7 @@ never holds back a deadline or a stage.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -60,13 +61,33 @@ class Attempt:
     detail: str
 
 
-class NotifierActivities:
-    """Posts notices; owns the HTTP client. ``url`` None means notices are logged only."""
+Journal = Callable[[Notice, str, int | None, str], Awaitable[None]]
+"""Where each delivery attempt of a case's notice is recorded: (notice, outcome, status code, detail)."""
 
-    def __init__(self, client: httpx.AsyncClient, url: str | None, secret: str) -> None:
+
+class NotifierActivities:
+    """Posts notices; owns the HTTP client. ``url`` None means notices are logged only.
+
+    ``journal`` records each attempt of ``deliver_notice`` (the ledger's, for
+    the case's statement: when a notice was sent and whether it arrived). A
+    journal that fails is logged and never fails the delivery.
+    """
+
+    def __init__(
+        self, client: httpx.AsyncClient, url: str | None, secret: str, journal: Journal | None = None
+    ) -> None:
         self.client = client
         self.url = url
         self.webhook = Webhook(secret)
+        self.journal = journal
+
+    async def _record(self, notice: Notice, outcome: str, status_code: int | None, detail: str) -> None:
+        if self.journal is None:
+            return
+        try:
+            await self.journal(notice, outcome, status_code, detail)
+        except Exception:  # the record of a delivery must not undo the delivery
+            log.exception("notice %s: delivery attempt not recorded", notice.notice_id)
 
     def signed_headers(self, notice_id: str, body: str, at: datetime) -> dict[str, str]:
         return {
@@ -98,8 +119,13 @@ class NotifierActivities:
 
     @activity.defn(name=contract.ACTIVITY_DELIVER_NOTICE)
     async def deliver_notice(self, notice: Notice) -> NoticeDelivery:
-        """One delivery attempt; raising lets Temporal retry with backoff."""
-        attempt = await self.send(notice)
+        """One delivery attempt, recorded in the journal; raising lets Temporal retry with backoff."""
+        try:
+            attempt = await self.send(notice)
+        except Exception as error:
+            await self._record(notice, "error", None, f"{type(error).__name__}: {error}")
+            raise
+        await self._record(notice, attempt.outcome, attempt.status_code, attempt.detail)
         if attempt.outcome == "retry":
             raise ApplicationError(
                 attempt.detail, type="NotifierUnavailable", next_retry_delay=attempt.retry_after

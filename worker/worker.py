@@ -24,7 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from activities.ledger import Checkpoint, LedgerActivities
+from activities.ledger import Checkpoint, LedgerActivities, NoticeJournal
 from activities.notifier import NotifierActivities, notifier_http_client
 from activities.venue import HttpVenue, Venue, venue_http_client
 from worker import failpoints
@@ -67,7 +67,7 @@ def build_worker(
     ledger = LedgerActivities(
         pool, policies, checkpoint=checkpoint or failpoints.from_environment(), venue=venue
     )
-    notifier = NotifierActivities(http, notifier_url, webhook_secret)
+    notifier = NotifierActivities(http, notifier_url, webhook_secret, journal=NoticeJournal(pool))
     return Worker(
         client,
         task_queue=task_queue,

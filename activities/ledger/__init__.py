@@ -23,6 +23,9 @@ Storage (SQL):
     ``_reconcile``   the exchange's view of an account against the ledger's
     ``_warnings``    warnings before the call: who is near a call, each warning once, re-arming
     ``_calls``       each margin call as made, and the day's calls for the regulator's record
+    ``_inputs``      what each step of a case saw (opening, close, notices), for its statement
+    ``_statement``   a case's statement, assembled from those records and the case's rows
+    ``_adl``         the auto-deleveraging ranking of a loss the insurance fund could not cover
 
 Adapters:
     ``LedgerActivities``  the case workflow's activities (``_activities``)
@@ -69,6 +72,7 @@ from activities.ledger._activities import LedgerActivities
 from activities.ledger._calls import CallRecord, calls_on
 from activities.ledger._deposits import PostgresDeposits, credit_deposit
 from activities.ledger._feeds import LedgerFeeds
+from activities.ledger._inputs import NoticeJournal
 from activities.ledger._movements import WithdrawalRefused
 from activities.ledger._pricing import DeficitCover, cover_deficit, fill_order, sell_collateral, stage_fee
 from activities.ledger._reads import (
@@ -91,6 +95,7 @@ from activities.ledger._stages import (
     Checkpoint,
     no_checkpoint,
 )
+from activities.ledger._statement import case_statement
 from activities.ledger._store import (
     balance_of,
     ensure_collateral_account,
@@ -131,6 +136,7 @@ __all__ = [
     "LedgerActivities",
     "LedgerFeeds",
     "LedgerWarnings",
+    "NoticeJournal",
     "Outcome",
     "PostgresDeposits",
     "Posting",
@@ -140,6 +146,7 @@ __all__ = [
     "balance_of",
     "calls_on",
     "case_counts",
+    "case_statement",
     "cases_summary",
     "closed_case_state",
     "collateral_account",

@@ -22,7 +22,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.exceptions import PolicyRefused, non_retryable
-from activities.ledger import _bankruptcy, _calls, _cases, _stages, _venue_stages
+from activities.ledger import _adl, _bankruptcy, _calls, _cases, _inputs, _stages, _venue_stages
 from activities.ledger._pricing import exact_arithmetic
 from activities.ledger._snapshot import ledger_clock, load_margin_snapshot, scan_breaches
 from activities.ledger._stages import STAGE_AFTER_COMMIT, Checkpoint, no_checkpoint
@@ -94,7 +94,11 @@ class LedgerActivities:
     @activity.defn(name=contract.ACTIVITY_OPEN_CASE)
     @non_retryable
     async def open_case(self, opening: CaseOpening) -> MarginSnapshot:
-        """Check the case's policy against the operator's book, record the case (once), return the account."""
+        """Check the case's policy against the operator's book, record the case (once), return the account.
+
+        The account and policy it opens on are recorded with it, for its
+        statement; a retry answers with the account the first attempt recorded.
+        """
         if opening.policy is not None:
             try:
                 self.policies.check(opening.policy_name, opening.policy)
@@ -103,8 +107,18 @@ class LedgerActivities:
         async with self.pool.acquire() as conn, conn.transaction():
             snapshot = await load_margin_snapshot(conn, opening.account_id)
             await _cases.record_opening(conn, opening)
+            snapshot = await _inputs.record_opening(
+                conn, opening, snapshot, self._version(opening.policy_name)
+            )
             await _calls.record_call(conn, opening, snapshot)  # the call, for the regulator's daily record
             return snapshot
+
+    def _version(self, policy_name: str) -> int | None:
+        """The version of the named policy in the operator's book, for the record (None: not in it)."""
+        try:
+            return self.policies.named(policy_name).version
+        except PolicyError:
+            return None
 
     @activity.defn(name=contract.ACTIVITY_LIQUIDATION_STAGE)
     @non_retryable
@@ -124,15 +138,24 @@ class LedgerActivities:
     @non_retryable
     @exact
     async def settle_bankruptcy(self, request: BankruptcyRequest) -> BankruptcySettlement:
-        """Sell what other collateral is left, then cover what is still negative from the insurance fund."""
+        """Sell what other collateral is left, then cover what is still negative from the insurance fund.
+
+        A loss the fund could not cover is ranked for auto-deleveraging right
+        after, in a transaction of its own (once per case: a retry finds it).
+        """
         async with self.pool.acquire() as conn, conn.transaction():
-            return await _bankruptcy.settle(conn, request)
+            settlement = await _bankruptcy.settle(conn, request)
+        if settlement.uncovered_loss > 0:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await _adl.rank_opposite_side(conn, settlement)
+        return settlement
 
     @activity.defn(name=contract.ACTIVITY_CLOSE_CASE)
     async def close_case(self, closing: CaseClosing) -> None:
-        """Write the case's outcome to its record; rewriting the same outcome is harmless."""
+        """Write the case's outcome to its record (and the account as it is then); rewriting is harmless."""
         async with self.pool.acquire() as conn, conn.transaction():
             await _cases.record_closing(conn, closing)
+            await _inputs.record_closing(conn, closing.status.case_id, closing.status.account_id)
 
     @activity.defn(name=contract.ACTIVITY_RECORD_CASE_EVENT)
     async def record_case_event(self, event: CaseEvent) -> None:

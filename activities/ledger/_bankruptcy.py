@@ -31,7 +31,7 @@ from activities.ledger._accounts import (
 from activities.ledger._cases import case_account, lock_case_account
 from activities.ledger._snapshot import load_margin_snapshot
 from activities.ledger._store import balance_of, ensure_collateral_account, ensure_system_accounts, post
-from workflows.contract import BankruptcyRequest, BankruptcySettlement, CollateralSale
+from workflows.contract import BankruptcyRequest, BankruptcySettlement, CollateralSale, SettlementInputs
 from workflows.domain.portfolio import MarginSnapshot
 
 
@@ -94,10 +94,18 @@ async def settle(conn: asyncpg.Connection, request: BankruptcyRequest) -> Bankru
             )
         await ensure_system_accounts(conn, currency)
         settlement = await ensure_collateral_account(conn, account_id, currency)
+        balance_before = await balance_of(conn, settlement)
         sales = await _sell_other_collateral(conn, request, snapshot, settlement)
         fund = insurance_fund_account(currency)
-        cover = _pricing.cover_deficit(
-            await balance_of(conn, settlement), await balance_of(conn, fund, for_update=True), snapshot.places
+        fund_before = await balance_of(conn, fund, for_update=True)
+        cover = _pricing.cover_deficit(await balance_of(conn, settlement), fund_before, snapshot.places)
+        # What the settlement worked from, for the case's statement (the fund's balance is locked until commit).
+        inputs = SettlementInputs(
+            account=snapshot,
+            settlement_balance=balance_before,
+            settlement_price=await conn.fetchval("SELECT price FROM assets WHERE asset = $1", currency),
+            insurance_fund_before=fund_before,
+            fee_rate=request.fee_rate,
         )
         if cover.covered_by_fund > 0:
             await post(
@@ -127,7 +135,7 @@ async def settle(conn: asyncpg.Connection, request: BankruptcyRequest) -> Bankru
             )
         done = await conn.fetchrow(
             "INSERT INTO bankruptcy_settlements (case_id, account_id, deficit, covered_by_fund,"
-            " uncovered_loss, collateral_sold) VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
+            " uncovered_loss, collateral_sold, inputs) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)"
             " RETURNING *, collateral_sold::text AS sold",
             request.case_id,
             account_id,
@@ -135,6 +143,7 @@ async def settle(conn: asyncpg.Connection, request: BankruptcyRequest) -> Bankru
             cover.covered_by_fund,
             cover.uncovered,
             json.dumps([sale.model_dump(mode="json") for sale in sales]),
+            inputs.model_dump_json(),
         )
     return BankruptcySettlement(
         case_id=request.case_id,

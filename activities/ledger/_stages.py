@@ -32,6 +32,7 @@ from activities.ledger.halts import refuse_untradable
 from workflows.contract import VENUE_UNAVAILABLE, StageRequest, StageResult
 from workflows.domain.liquidation import Fill, LiquidationPlan
 from workflows.domain.policies import DEFAULT_MAX_MARK_AGE
+from workflows.domain.portfolio import MarginSnapshot
 
 Checkpoint = Callable[[str], Awaitable[None]]
 """Called with a checkpoint's name as a stage passes it: the seam where a fault test acts or freezes."""
@@ -191,7 +192,9 @@ async def book_stage(conn: asyncpg.Connection, request: StageRequest, checkpoint
         fee=fee,
         snapshot_after=await load_margin_snapshot(conn, plan.account_id, prices),
     )
-    await _record_stage(conn, request, result, before.figures.equity, before.figures.maintenance_margin)
+    await _record_stage(
+        conn, request, result, before.figures.equity, before.figures.maintenance_margin, before
+    )
     await checkpoint(STAGE_IN_TRANSACTION)
     return result
 
@@ -202,12 +205,14 @@ async def _record_stage(
     result: StageResult,
     equity: Decimal,
     maintenance: Decimal,
+    before: MarginSnapshot,
 ) -> None:
-    """The stage's row (with the figures it sold at) and one row per fill with its part of the fee."""
+    """The stage's row (with the account it sold from) and one row per fill with its part of the fee."""
     plan = request.plan
     await conn.execute(
         "INSERT INTO liquidation_stages (case_id, stage, account_id, plan, result,"
-        " equity_before, maintenance_before) VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7)",
+        " equity_before, maintenance_before, snapshot_before)"
+        " VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb)",
         request.case_id,
         request.stage,
         plan.account_id,
@@ -215,6 +220,7 @@ async def _record_stage(
         result.model_dump_json(),
         equity,
         maintenance,
+        before.model_dump_json(),
     )
     await conn.executemany(
         "INSERT INTO liquidation_fills (case_id, stage, instrument, account_id, side, quantity,"

@@ -369,5 +369,6 @@ async def _book(
         result,
         figures.equity if in_breach else None,  # type: ignore[arg-type]
         figures.maintenance_margin if in_breach else None,  # type: ignore[arg-type]
+        before,
     )
     return result

@@ -17,6 +17,7 @@ from worker.api._insurance import insurance_routes
 from worker.api._reports import report_routes
 from worker.api._services import Services
 from worker.api._staff import staff_routes
+from worker.api._statement import statement_routes
 from worker.console import console_routes
 from worker.serving import BodyLimit, one_error_shape
 from workflows import contract
@@ -63,6 +64,7 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(case_routes(services))
+    app.include_router(statement_routes(services))
     app.include_router(deposit_routes(services))
     app.include_router(staff_routes(services))
     app.include_router(instrument_routes(services))

@@ -151,6 +151,10 @@ def _command(settings: Settings, args: argparse.Namespace) -> Coroutine[object, 
         )
     if args.cases_command == "show":
         return _cases.show(settings, args.account_id, args.json)
+    if args.cases_command == "statement":
+        from worker.cli import _statement
+
+        return _statement.statement(settings, args.account_id, args.case_id, args.json)
     action = StaffAction(operator=args.operator, reason=args.reason)
     if args.cases_command == "extend":
         return _cases.extend(settings, args.account_id, action, args.by, args.json)

@@ -169,6 +169,10 @@ def _add_case_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     show = case_commands.add_parser("show", help="a case's status and timeline")
     show.add_argument("account_id")
     show.add_argument("--json", action="store_true")
+    statement = case_commands.add_parser("statement", help="a case's statement: every figure with its inputs")
+    statement.add_argument("account_id")
+    statement.add_argument("--case-id", help="an older case of the account (default: its latest)")
+    statement.add_argument("--json", action="store_true")
     for name, text in STAFF_ACTIONS.items():
         act = case_commands.add_parser(name, help=text)
         act.add_argument("account_id")
