@@ -50,12 +50,13 @@ async def test_a_case_opened_in_breach_records_its_call_and_a_healthy_one_none(v
     assert call["deposit_asked"] == D("47.999901")  # rounded up to the unit: paying it cures
     assert call["due_at"] == at + POLICY.deadline
 
-    # The opening retried after the market moved: the call says what the case now goes on with.
+    # The opening retried after the market moved: the case goes on with the account its first
+    # attempt recorded (the statement's opening), and the call says the same.
     async with venue.acquire() as conn:
         await exchange.set_mark_price(conn, "BTCUSDT", D("49400"))  # maintenance 197.6, equity 50
     await ledger.open_case(opening("short", at))
     [again] = await call_rows(venue)
-    assert again["shortfall"] > call["shortfall"] and again["called_at"] == at
+    assert again["shortfall"] == call["shortfall"] and again["called_at"] == at
 
 
 async def test_a_failed_opening_records_no_call_and_no_case(
