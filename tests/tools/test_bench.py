@@ -42,7 +42,7 @@ def test_the_bench_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> N
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=420,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = run.stdout[run.stdout.index("\nfigure ") :]

@@ -26,6 +26,8 @@ from workflows.domain.liquidation import LiquidationPolicy, plan_stage
 from workflows.domain.policies import CasePolicy
 
 D = Decimal
+# The bench sets each mark once and measures the engine, not price freshness: no case holds on a mark.
+BENCH_MARK_AGE = timedelta(days=1)
 
 
 class Bench(Harness):
@@ -63,11 +65,14 @@ class Bench(Harness):
         async with self.pool.acquire() as conn:
             await move_market(conn, {"BTCUSDT": LISTINGS["BTCUSDT"][0]})
         if path == "cured":
-            policy = CasePolicy(deadline=timedelta(minutes=5), reminders_before_deadline=[])
+            policy = CasePolicy(
+                deadline=timedelta(minutes=5), reminders_before_deadline=[], max_mark_age=BENCH_MARK_AGE
+            )
         else:
             policy = CasePolicy(
                 deadline=timedelta(seconds=5),
                 reminders_before_deadline=[],
+                max_mark_age=BENCH_MARK_AGE,
                 pause_between_stages=timedelta(0),
                 liquidation=LiquidationPolicy(fraction_per_stage=D("0.25")),
             )
@@ -141,7 +146,9 @@ class Bench(Harness):
         traders' deposits do not, so a slow answer shows in the latency.
         """
         accounts = await self.seed_accounts(f"open{n_open}", n_open, D("0.8"))
-        policy = CasePolicy(deadline=timedelta(minutes=30), reminders_before_deadline=[])
+        policy = CasePolicy(
+            deadline=timedelta(minutes=30), reminders_before_deadline=[], max_mark_age=BENCH_MARK_AGE
+        )
         await self.gather_limited([self.api.open_case(a, "dep", policy) for a in accounts], 100)
         await self.wait_state(accounts, CaseState.AWAITING_DEPOSIT)
         # Steady state: every case has told its trader and is waiting.
@@ -176,7 +183,9 @@ class Bench(Harness):
     async def memory(self, n_waiting: int) -> None:
         """Worker memory with many cases waiting on their deadline (the cache holds 5,000)."""
         accounts = await self.seed_accounts(f"wait{n_waiting}", n_waiting, D("0.8"))
-        policy = CasePolicy(deadline=timedelta(hours=2), reminders_before_deadline=[])
+        policy = CasePolicy(
+            deadline=timedelta(hours=2), reminders_before_deadline=[], max_mark_age=BENCH_MARK_AGE
+        )
         begun = time.perf_counter()
         await self.gather_limited([self.api.open_case(a, "wait", policy) for a in accounts], 100)
         await self.wait_state(accounts, CaseState.AWAITING_DEPOSIT)
@@ -209,7 +218,10 @@ class Bench(Harness):
             deadline = timedelta(seconds=target - time.time())
             deadlines[account] = deadline.total_seconds()
             policy = CasePolicy(
-                deadline=deadline, reminders_before_deadline=[], pause_between_stages=timedelta(seconds=30)
+                deadline=deadline,
+                reminders_before_deadline=[],
+                max_mark_age=BENCH_MARK_AGE,
+                pause_between_stages=timedelta(seconds=30),
             )
             await self.api.open_case(account, "dl", policy)
 
