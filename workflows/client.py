@@ -9,11 +9,10 @@ so that this package never depends on the database driver.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from temporalio.client import (
     Client,
@@ -62,6 +61,42 @@ def _not_ready(error: RPCError) -> bool:
     """The server's "workflow not ready" answer to an update: worth asking again."""
     details = error.grpc_status.details if error.grpc_status else []
     return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
+
+
+Answer = TypeVar("Answer")
+
+
+async def _ask(
+    handle: WorkflowHandle[Any, Any],
+    update: str,
+    arg: Any,
+    update_id: str,
+    answer: type[Answer],
+    attempts: int,
+) -> Answer:
+    """The update, asked again under the same id while the case is slow or "not ready", ``attempts`` calls at most.
+
+    The server joins each retry to the update of that id, so an action or a
+    deposit is taken once however often it is asked. Two answers are worth
+    asking again: a call's deadline passing before an overloaded case answered,
+    and "workflow not ready" (the server turned down the workflow task that
+    carried the update, because a new event arrived as it completed: seen in
+    the bench and in CI). A deposit turned down that way was once reported as
+    "no open case" and waited for the case's deadline to be found.
+    """
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
+        try:
+            result: Answer = await handle.execute_update(update, arg, id=update_id, result_type=answer)
+            return result
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            if last:
+                raise
+        except RPCError as error:
+            if not _not_ready(error) or last:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)
@@ -191,7 +226,9 @@ class MarginCallClient:
             await handle.signal(contract.SIGNAL_DEPOSIT, message)
             return DepositReport(booking=booking, receipt=None, case_open=True)
         except RPCError as error:
-            if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            # "Workflow not ready" is a FAILED_PRECONDITION too, but of a case that is open: never "no case".
+            closed = error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
+            if closed and not _not_ready(error):
                 return DepositReport(booking=booking, receipt=None, case_open=False)
             raise
         except WorkflowUpdateFailedError as error:
@@ -211,17 +248,14 @@ class MarginCallClient:
         has its own id: a second report of the deposit is answered "not counted".)
         """
         update_id = f"deposit:{deposit_id}:{uuid.uuid4().hex}"
-
-        async def ask() -> DepositReceipt:
-            receipt: DepositReceipt = await handle.execute_update(
-                contract.UPDATE_SUBMIT_DEPOSIT, message, id=update_id, result_type=DepositReceipt
-            )
-            return receipt
-
-        for _ in range(SUBMIT_DEPOSIT_ATTEMPTS - 1):
-            with contextlib.suppress(WorkflowUpdateRPCTimeoutOrCancelledError):
-                return await ask()
-        return await ask()
+        return await _ask(
+            handle,
+            contract.UPDATE_SUBMIT_DEPOSIT,
+            message,
+            update_id,
+            DepositReceipt,
+            SUBMIT_DEPOSIT_ATTEMPTS,
+        )
 
     async def status(self, account_id: str) -> CaseStatus:
         status: CaseStatus = await self.handle(account_id).query(
@@ -237,19 +271,8 @@ class MarginCallClient:
         "workflow not ready"; the server joins a retry with the same id to the
         same update, so the action is taken once.
         """
-        handle = self.handle(account_id)
         update_id = f"{update}:{uuid.uuid4().hex}"
-        for attempt in range(NOT_READY_ATTEMPTS):
-            try:
-                status: CaseStatus = await handle.execute_update(
-                    update, action, id=update_id, result_type=CaseStatus
-                )
-                return status
-            except RPCError as error:
-                if not _not_ready(error) or attempt == NOT_READY_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        return await _ask(self.handle(account_id), update, action, update_id, CaseStatus, NOT_READY_ATTEMPTS)
 
     async def extend_deadline(self, account_id: str, extension: DeadlineExtension) -> CaseStatus:
         return await self._staff_update(account_id, contract.UPDATE_EXTEND_DEADLINE, extension)

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import contract
 from workflows.client import SUBMIT_DEPOSIT_ATTEMPTS, MarginCallClient, case_message
-from workflows.contract import CaseState, Deposit, DepositReceipt
+from workflows.contract import CaseState, Deposit, DepositBooking, DepositReceipt
 
 DEPOSIT = Deposit(account_id="acct-1", deposit_id="d-1", amount=Decimal("100"), currency="USDT")
 # What the case is told: the deposit without the account (the case is the account's own).
@@ -68,15 +69,9 @@ async def test_each_report_has_its_own_update_id() -> None:
 
 def test_a_workflow_not_ready_answer_is_asked_again_and_nothing_else_is() -> None:
     """A staff update the server turned down with "workflow not ready" (seen in CI) is retried under its id."""
-    from temporalio.service import RPCError, RPCStatusCode
-
     from workflows.client import _not_ready
 
-    details = (
-        b"\x08\t\x12TUnable to perform workflow execution update due to unexpected workflow task failure."
-        b"\x1aJ\nHtype.googleapis.com/temporal.api.errordetails.v1.WorkflowNotReadyFailure"
-    )
-    assert _not_ready(RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, details))
+    assert _not_ready(RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, NOT_READY))
     assert not _not_ready(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""))
 
 
@@ -84,3 +79,59 @@ def test_the_case_is_told_a_deposit_without_its_account() -> None:
     """Workers of the release before the account was carried refuse an unknown field: a rolling deploy must
     not turn a credited deposit into a refused report."""
     assert MESSAGE == {"deposit_id": "d-1", "amount": "100", "currency": "USDT"}
+
+
+NOT_READY = (
+    b"\x08\t\x12TUnable to perform workflow execution update due to unexpected workflow task failure."
+    b"\x1aJ\nHtype.googleapis.com/temporal.api.errordetails.v1.WorkflowNotReadyFailure"
+)
+
+
+class BusyCase(SlowCase):
+    """Answers "workflow not ready" (a FAILED_PRECONDITION, as the server does) ``times`` times, then answers."""
+
+    async def execute_update(self, update: str, arg: Any, *, id: str, result_type: type) -> DepositReceipt:
+        self.update_ids.append(id)
+        if len(self.update_ids) <= self.timeouts:
+            raise RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, NOT_READY)
+        return RECEIPT
+
+
+class Credited:
+    """The ledger's side of a report: the deposit credited (the money is in before the case is told)."""
+
+    async def credit(self, deposit: Deposit) -> DepositBooking:
+        return DepositBooking(
+            deposit_id=deposit.deposit_id,
+            account_id=deposit.account_id,
+            amount=deposit.amount,
+            currency=deposit.currency,
+            already_credited=False,
+        )
+
+
+class OneCase:
+    def __init__(self, handle: BusyCase) -> None:
+        self.handle = handle
+
+    def get_workflow_handle(self, workflow_id: str) -> BusyCase:
+        assert workflow_id == contract.workflow_id(DEPOSIT.account_id)
+        return self.handle
+
+
+async def test_a_deposit_the_case_was_not_ready_for_is_asked_again_and_counted() -> None:
+    """Seen in the bench: the update's workflow task turned down by the server; the case must still hear of it."""
+    case = BusyCase(timeouts=2)
+    client = MarginCallClient(OneCase(case))  # type: ignore[arg-type]
+    report = await client.report_deposit(Credited(), DEPOSIT)  # type: ignore[arg-type]
+    assert report.case_open and report.receipt == RECEIPT
+    assert len(case.update_ids) == 3 and len(set(case.update_ids)) == 1
+
+
+async def test_a_case_never_ready_is_an_error_never_no_open_case() -> None:
+    """ "No open case" would tell the deposit handler its report is done while the case never heard of it."""
+    case = BusyCase(timeouts=SUBMIT_DEPOSIT_ATTEMPTS)
+    client = MarginCallClient(OneCase(case))  # type: ignore[arg-type]
+    with pytest.raises(RPCError):
+        await client.report_deposit(Credited(), DEPOSIT)  # type: ignore[arg-type]
+    assert len(case.update_ids) == SUBMIT_DEPOSIT_ATTEMPTS

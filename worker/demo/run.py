@@ -17,7 +17,9 @@ from decimal import Decimal
 
 from worker.config import Settings
 from worker.demo.crash import play
+from worker.demo.records import keep_records
 from worker.demo.summary import audit
+from worker.exchange.api import ApiClient
 from worker.exchange.market import Market
 from worker.stack import embedded_stack, fresh_data_dir
 from workflows.domain.liquidation import LiquidationPolicy
@@ -45,6 +47,7 @@ async def run_demo(
     receiver_port: int = 8377,
     api_port: int = 8080,
     venue_port: int = 8378,
+    temporal_ui: bool = True,
 ) -> int:
     demo_dir = settings.data_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,7 @@ async def run_demo(
             receiver_port=receiver_port,
             api_port=api_port,
             venue_port=venue_port,
+            temporal_ui=temporal_ui,
             policy=POLICY,
             monitor_interval=1.0,
         ) as stack,
@@ -82,11 +86,21 @@ async def run_demo(
 
         finished = await play(stack.api_url, stack.api_token, stack.venue_url, _say, on_market=hook)
         ok = await audit(stack, _say) and finished
-        if stack.web_ui:
-            _say(
-                f"\nTo browse these cases in the Web UI ({stack.web_ui}) and with `margin-call cases`, run:\n"
-                f"  MARGIN_CALL_DATA_DIR={demo_dir} .venv/bin/margin-call up"
-            )
+        async with ApiClient.connect(stack.api_url, stack.api_token) as api:
+            records = await keep_records(api, demo_dir / "records", _say)
+        ok = ok and not records.problems
+        _say(
+            "\nThe cases stay on record. To work with them in the staff console (the list, each case's"
+            " timeline and statement, the staff actions), run\n"
+            f"  MARGIN_CALL_DATA_DIR={demo_dir} .venv/bin/margin-call up\n"
+            f"and open {stack.api_url}/console/ (sign in with the API token it prints)"
+            + (f"; the Temporal Web UI is at {stack.web_ui}" if stack.web_ui else "")
+            + "."
+        )
+        if records.statements:
+            _say("Each outcome's case in the console:")
+            for outcome, (account, _) in records.statements.items():
+                _say(f"  {outcome:<11} {stack.api_url}/console/cases/{account}")
     return 0 if ok else 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import date
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 from worker.api_messages import ContributionBooked, InstrumentView, InsuranceContribution, InsuranceFund
 from workflows.client import DepositReport
 from workflows.contract import (
+    CaseStatement,
     CaseStatus,
     CaseSummary,
     DeadlineExtension,
@@ -60,6 +62,13 @@ class ApiClient:
             yield cls(http)
 
     async def _send(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        return (await self._request(method, path, body, **params)).json()
+
+    async def _text(self, path: str, **params: Any) -> str:
+        """A page or a file the API serves (HTML, CSV) rather than JSON."""
+        return (await self._request("GET", path, **params)).text
+
+    async def _request(self, method: str, path: str, body: Any = None, **params: Any) -> httpx.Response:
         query = {k: v for k, v in params.items() if v is not None}
         content = None
         if isinstance(body, BaseModel):
@@ -79,7 +88,7 @@ class ApiClient:
             except (ValueError, KeyError, TypeError):
                 detail = response.text[:200]
             raise ApiError(method, path, response.status_code, detail)
-        return response.json()
+        return response
 
     async def _call(
         self, model: type[Model], method: str, path: str, body: Any = None, **params: Any
@@ -135,6 +144,23 @@ class ApiClient:
     ) -> list[CaseSummary]:
         found = await self._send("GET", "/v1/cases", state=state, account_id=account_id, limit=limit)
         return _CASES.validate_python(found)
+
+    async def statement(self, account_id: str, case_id: str | None = None) -> CaseStatement:
+        """The statement of the account's latest case (or ``case_id``): every figure with its inputs."""
+        return await self._call(CaseStatement, "GET", f"/v1/cases/{account_id}/statement", case_id=case_id)
+
+    async def statement_page(self, account_id: str, case_id: str | None = None) -> str:
+        """The same statement as a printable HTML page."""
+        return await self._text(f"/v1/cases/{account_id}/statement.html", case_id=case_id)
+
+    async def calls_report(self, day: date) -> dict[str, Any]:
+        """The day's margin calls (UTC) as the API's JSON document (``worker.call_report.CallsReport``)."""
+        report: dict[str, Any] = await self._send("GET", "/v1/reports/calls", day=day.isoformat())
+        return report
+
+    async def calls_report_csv(self, day: date) -> str:
+        """The same day's calls as CSV, the file a broker keeps."""
+        return await self._text("/v1/reports/calls", day=day.isoformat(), format="csv")
 
     async def extend(self, account_id: str, extension: DeadlineExtension) -> CaseStatus:
         return await self._call(CaseStatus, "POST", f"/v1/cases/{account_id}/extend", extension)
