@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -224,7 +223,15 @@ async def test_a_case_page_and_an_extension_through_it(
     assert link is not None and link.startswith(
         f"{TEMPORAL_UI}/namespaces/default/workflows/margin-call-{account}/"
     )
-    assert await page.inner_text("#statement-none") == "statement: not served by this API"
+    # The statement opens in the console's own session (the API's page wants a bearer token).
+    assert await page.get_attribute("#statement-link", "href") == f"/console/statement/{account}"
+    await page.click("#statement-link")
+    await page.wait_for_load_state()
+    assert await page.inner_text("h1") == f"Account {account} · case {account}/console-1"
+    assert "still open" in await page.inner_text("body")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "console-statement.png"), full_page=True)
+    await page.go_back()
 
     # Bad forms name the field and send nothing to the case.
     await page.fill("#extend-by", "600")
@@ -303,7 +310,7 @@ async def test_a_waive_through_the_page_and_a_running_case_refreshes(
 
 
 async def test_a_read_only_token_cannot_act_and_forms_need_the_session(
-    browser: Browser, console: str, stack: CaseStack, app: FastAPI
+    browser: Browser, console: str, stack: CaseStack
 ) -> None:
     account = await open_case(stack, "console-read", "550")
     page = await sign_in(browser, console, READ, f"/console/cases/{account}")
@@ -332,13 +339,14 @@ async def test_a_read_only_token_cannot_act_and_forms_need_the_session(
     assert signed_out.status == 401
     assert (await status(stack, account)).state == CaseState.AWAITING_DEPOSIT
 
-    # The statement page is linked once the API serves it.
-    @app.get("/v1/cases/{account_id}/statement.html")
-    async def statement(account_id: str) -> dict[str, Any]:
-        return {}
-
-    await page.reload()
-    assert await page.get_attribute("#statement-link", "href") == f"/v1/cases/{account}/statement.html"
+    # A read-only session may read the statement; no session is sent to sign in; no account is a 404.
+    shown = await page.request.get(f"{console}/console/statement/{account}")
+    assert shown.ok and f"case {account}/console-1" in await shown.text()
+    assert "default-src 'none'" in shown.headers["content-security-policy"]
+    away = await stranger.request.get(f"{console}/console/statement/{account}", max_redirects=0)
+    assert away.status == 303 and away.headers["location"].startswith("/console/login?")
+    missing = await page.request.get(f"{console}/console/statement/no-such-account")
+    assert missing.status == 404 and "account_id: no such account" in await missing.text()
 
 
 async def test_docs_and_console_load_nothing_from_outside(browser: Browser, console: str) -> None:

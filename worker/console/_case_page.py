@@ -38,8 +38,9 @@ DONE = {
     "force": "Liquidation forced: the case is selling.",
     "repeat": "That form had been sent already: the action was taken once.",
 }
-# The statement page another part of the API serves; linked only when this app has it.
-STATEMENT_ROUTE = "/v1/cases/{account_id}/statement.html"
+# The case's statement as the console serves it, behind the console's own session (the API's
+# statement page wants a bearer token, which a browser signed in to the console does not send).
+STATEMENT_PAGE = "/console/statement/{account_id}"
 REFRESH_SECONDS = 5
 
 
@@ -94,9 +95,7 @@ class CasePage:
 
     @staticmethod
     def statement_link(request: Request, account_id: str) -> str | None:
-        if not any(getattr(route, "path", None) == STATEMENT_ROUTE for route in request.app.routes):
-            return None
-        return STATEMENT_ROUTE.replace("{account_id}", quote(account_id, safe=""))
+        return STATEMENT_PAGE.replace("{account_id}", quote(account_id, safe=""))
 
     async def render(
         self,
