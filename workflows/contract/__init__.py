@@ -126,6 +126,7 @@ from workflows.contract._statement import (
     StaffActionLine,
     StageLine,
     TierApplied,
+    WarningLine,
 )
 from workflows.contract._warnings import (
     MarginWarning,
@@ -236,6 +237,7 @@ __all__ = [
     "Waiver",
     "WaiverApproval",
     "WarningCrossing",
+    "WarningLine",
     "WarningScan",
     "Withdrawal",
     "case_id",

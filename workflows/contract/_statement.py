@@ -105,6 +105,18 @@ class NoticeLine(Message):
     via: Literal["case", "outbox"]
 
 
+class WarningLine(Message):
+    """A warning sent before the call, in the episode that ended in it (not one re-armed before it)."""
+
+    level: Figure  # warned below level x maintenance
+    episode: int
+    warned_at: datetime
+    equity: Figure
+    maintenance_margin: Figure
+    distance_to_call: Figure  # equity - maintenance: how far the call still was
+    notice: NoticeLine
+
+
 class DepositLine(Message):
     deposit_id: str
     amount: Figure
@@ -218,6 +230,8 @@ class CaseStatement(Message):
     opened_at: datetime
     closed_at: datetime | None
     opening: Opening
+    # The warnings that came before this call (oldest first); [] in statements from before warnings.
+    warnings: list[WarningLine] = []
     deposits: list[DepositLine]
     notices: list[NoticeLine]
     staff_actions: list[StaffActionLine]
