@@ -8,11 +8,10 @@ so that this package never depends on the database driver.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from temporalio.client import (
     Client,
@@ -21,7 +20,6 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -30,6 +28,8 @@ from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig, RPCStatusCode, TLSConfig
 
 from workflows import contract
+from workflows.asking import ask as _ask
+from workflows.asking import not_ready as _not_ready
 from workflows.contract import (
     CaseInput,
     CaseOutcome,
@@ -55,48 +55,6 @@ from workflows.listing import (
 
 SUBMIT_DEPOSIT_ATTEMPTS = 5
 NOT_READY_ATTEMPTS = 5
-
-
-def _not_ready(error: RPCError) -> bool:
-    """The server's "workflow not ready" answer to an update: worth asking again."""
-    details = error.grpc_status.details if error.grpc_status else []
-    return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
-
-
-Answer = TypeVar("Answer")
-
-
-async def _ask(
-    handle: WorkflowHandle[Any, Any],
-    update: str,
-    arg: Any,
-    update_id: str,
-    answer: type[Answer],
-    attempts: int,
-) -> Answer:
-    """The update, asked again under the same id while the case is slow or "not ready", ``attempts`` calls at most.
-
-    The server joins each retry to the update of that id, so an action or a
-    deposit is taken once however often it is asked. Two answers are worth
-    asking again: a call's deadline passing before an overloaded case answered,
-    and "workflow not ready" (the server turned down the workflow task that
-    carried the update, because a new event arrived as it completed: seen in
-    the bench and in CI). A deposit turned down that way was once reported as
-    "no open case" and waited for the case's deadline to be found.
-    """
-    for attempt in range(attempts):
-        last = attempt == attempts - 1
-        try:
-            result: Answer = await handle.execute_update(update, arg, id=update_id, result_type=answer)
-            return result
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            if last:
-                raise
-        except RPCError as error:
-            if not _not_ready(error) or last:
-                raise
-            await asyncio.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
 
 
 CALL_RETRY = RetryConfig(max_interval_millis=5_000, max_elapsed_time_millis=60_000, max_retries=50)

@@ -69,7 +69,7 @@ async def test_each_report_has_its_own_update_id() -> None:
 
 def test_a_workflow_not_ready_answer_is_asked_again_and_nothing_else_is() -> None:
     """A staff update the server turned down with "workflow not ready" (seen in CI) is retried under its id."""
-    from workflows.client import _not_ready
+    from workflows.asking import not_ready as _not_ready
 
     assert _not_ready(RPCError("not ready", RPCStatusCode.FAILED_PRECONDITION, NOT_READY))
     assert not _not_ready(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""))
