@@ -26,7 +26,7 @@ def test_the_bench_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> N
         "--deadlines": "10",  # deadlines falling together (about 15 s of waiting for them)
         "--flat-from": "0",  # skipped: the second crash for flatness
         "--waiting": "0",  # skipped: memory with many cases waiting
-        "--scan": "",  # skipped: scans over large books
+        "--scan": "300",  # a book of 300 positions: the scan and one mark applied over it
         "--port": str(free_port()),
         "--receiver-port": str(free_port()),
         "--results": str(results),
@@ -56,10 +56,23 @@ def test_the_bench_runs_at_a_tiny_size_and_prints_its_table(tmp_path: Path) -> N
         "liquidation stage p50 / p99",
         "trades/s through the API",
         "marks/s through the API",
+        "mark -> case opened p50 / p99",
+        "schedule-to-start p99 by queue",
+        "workflow task timeouts",
+        "scan_breaches at 300 positions",
+        "one mark, 100 accounts on its instrument",
     ):
         assert row in table, table
     figures = json.loads((results / "bench.json").read_text())["figures"]
     assert figures["crash_cured_20"]["outcomes"] == {"CURED": 20}, figures["crash_cured_20"]
+    # Where the cases waited, read from their histories: every case's tasks were found.
+    for phase in (figures["crash_cured_20"], figures["crash_liquidation_20"], figures["deadlines"]):
+        waits = phase["task_waits"]
+        assert waits["cases"] in (10, 20) and waits["workflow_task_normal"]["tasks"] >= waits["cases"], waits
+        assert 0 <= waits["workflow_task_normal"]["p99_ms"] < 420_000, waits
+    assert figures["crash_liquidation_20"]["task_waits"]["activity_task"]["tasks"] >= 20
+    assert 0 < figures["crash_cured_20"]["mark_to_case_seconds"]["p99"] < 420
+    assert figures["scan_breaches"]["300"]["accounts_on_instrument"] == 100
     # Every record was applied (the bench stops otherwise): 12 trades an account, 25 marks an instrument.
     feeds = figures["feeds"]
     assert (feeds["trades"]["records"], feeds["marks"]["records"]) == (240, 25 * 20), feeds

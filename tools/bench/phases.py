@@ -15,9 +15,10 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
-from activities.ledger import LedgerActivities, PostgresDeposits
+from activities.ledger import LedgerActivities, LedgerFeeds, PostgresDeposits
 from tools.bench.ceiling import CeilingWorkflow
 from tools.bench.harness import CRASH, Harness, fresh_database, paced, pct
+from tools.bench.queues import describe, task_waits
 from tools.bench.scan import seed as seed_scan
 from worker.market import LISTINGS, list_venue, move_market
 from workflows import contract
@@ -78,6 +79,7 @@ class Bench(Harness):
             )
         async with self.pool.acquire() as conn:
             await move_market(conn, CRASH)
+        marked = time.time()
         cpu = self.cpu_seconds()
         detected = time.time()
         started = time.perf_counter()
@@ -117,6 +119,8 @@ class Bench(Harness):
         closes = await self.close_times(accounts)
         done = max(closes.values()) - detected
         outcomes = await self.outcomes(accounts)
+        mark_to_case = await self.mark_to_case(accounts, marked)
+        waits = await task_waits(self.client, [contract.workflow_id(a) for a in accounts])
         self.figures[f"crash_{path}_{n}"] = {
             "accounts": n,
             "breaches_found": len(breaches),
@@ -132,12 +136,33 @@ class Bench(Harness):
             "outcomes": outcomes,
             **self.cpu_per_case(cpu, n),
             "first_notice_samples": first_notice,
+            "mark_to_case_seconds": {q: pct(mark_to_case, v) for q, v in (("p50", 0.5), ("p99", 0.99))},
+            "task_waits": waits,
         }
         print(
             f"  crash {n} ({path}): all notified in {max(first_notice):.1f} s, all closed in {done:.1f} s = "
             f"{n / done:.1f}/s ({n / done / ceiling_rate:.2f} x ceiling); {outcomes}",
             flush=True,
         )
+        print(
+            f"    mark -> case opened p50 {pct(mark_to_case, 0.5):.2f} s, p99 {pct(mark_to_case, 0.99):.2f} s;"
+            f" {describe(waits)}",
+            flush=True,
+        )
+
+    async def mark_to_case(self, accounts: list[str], marked: float) -> list[float]:
+        """Seconds from the crash's marks committed to each case opened in the ledger (its opening row).
+
+        The bench scans once right after the marks, as the risk monitor's next
+        scan would; in production add up to one scan interval.
+        """
+        async with self.pool.acquire() as conn:
+            opened = await conn.fetch(
+                "SELECT extract(epoch FROM opened_at)::float8 AS opened FROM margin_call_cases"
+                " WHERE account_id = ANY($1)",
+                accounts,
+            )
+        return [r["opened"] - marked for r in opened]
 
     async def deposits(self, n_open: int, rate: float) -> None:
         """Deposits arriving at ``rate`` per second, one per open case, each timed to its receipt.
@@ -178,6 +203,10 @@ class Bench(Harness):
             f"p99 {pct(timings, 0.99) * 1000:.0f} ms",
             flush=True,
         )
+        self.figures["deposits"]["task_waits"] = waits = await task_waits(
+            self.client, [contract.workflow_id(a) for a in accounts]
+        )
+        print(f"    {describe(waits)}", flush=True)
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
 
     async def memory(self, n_waiting: int) -> None:
@@ -250,6 +279,10 @@ class Bench(Harness):
             f"p99 {pct(lateness, 0.99):.2f} s, max {max(lateness):.2f} s",
             flush=True,
         )
+        self.figures["deadlines"]["task_waits"] = waits = await task_waits(
+            self.client, [contract.workflow_id(a) for a in accounts]
+        )
+        print(f"    {describe(waits)}", flush=True)
         await self.gather_limited([self.api.handle(a).terminate("bench done") for a in accounts], 100)
 
     async def cost(self, n: int, sample: int = 25) -> None:
@@ -316,7 +349,27 @@ class Bench(Harness):
                 begun = time.perf_counter()
                 found = await ledger.scan_breaches(BreachScan(limit=1_000_000))
                 timings.append(time.perf_counter() - begun)
-            results[positions] = {"best_seconds": min(timings), "breached": len(found)}
-            print(f"  scan_breaches over {positions:,} positions: {min(timings) * 1000:.0f} ms", flush=True)
+            applying = []
+            for tick in range(3):
+                mark = {
+                    "instrument": "BTCUSDT",
+                    "price": str(45000 - tick),
+                    "as_of": datetime.now(UTC).isoformat(),
+                }
+                begun = time.perf_counter()
+                await LedgerFeeds(pool).marks([mark])
+                applying.append(time.perf_counter() - begun)
+            results[positions] = {
+                "best_seconds": min(timings),
+                "breached": len(found),
+                # One instrument's mark through the feed's own function, with positions // 3 accounts on it.
+                "mark_apply_seconds": min(applying),
+                "accounts_on_instrument": positions // 3,
+            }
+            print(
+                f"  scan_breaches over {positions:,} positions: {min(timings) * 1000:.0f} ms; one mark with"
+                f" {positions // 3:,} accounts on it: {min(applying) * 1000:.1f} ms",
+                flush=True,
+            )
             await pool.close()
         self.figures["scan_breaches"] = results
