@@ -44,11 +44,17 @@ async def ask(
         try:
             result: Answer = await handle.execute_update(update, arg, id=update_id, result_type=answer)
             return result
-        except WorkflowUpdateRPCTimeoutOrCancelledError:
-            if last:
+        except WorkflowUpdateRPCTimeoutOrCancelledError as error:
+            # The SDK says the same for a caller cancelled (Ctrl-C, shutdown): that is no reason to ask again.
+            if last or _cancelled(error):
                 raise
         except RPCError as error:
             if not not_ready(error) or last:
                 raise
             await asyncio.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _cancelled(error: BaseException) -> bool:
+    task = asyncio.current_task()
+    return isinstance(error.__cause__, asyncio.CancelledError) or bool(task and task.cancelling())

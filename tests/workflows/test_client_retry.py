@@ -6,6 +6,7 @@ without having to overload a real one (``make bench`` at N=2,000 is where it was
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
@@ -135,3 +136,36 @@ async def test_a_case_never_ready_is_an_error_never_no_open_case() -> None:
     with pytest.raises(RPCError):
         await client.report_deposit(Credited(), DEPOSIT)  # type: ignore[arg-type]
     assert len(case.update_ids) == SUBMIT_DEPOSIT_ATTEMPTS
+
+
+class GoneCase(BusyCase):
+    """The case closed: the server's FAILED_PRECONDITION without the not-ready detail."""
+
+    async def execute_update(self, update: str, arg: Any, *, id: str, result_type: type) -> DepositReceipt:
+        self.update_ids.append(id)
+        raise RPCError("workflow execution already completed", RPCStatusCode.FAILED_PRECONDITION, b"")
+
+
+async def test_a_closed_case_still_reads_as_no_open_case() -> None:
+    case = GoneCase(timeouts=0)
+    report = await MarginCallClient(OneCase(case)).report_deposit(Credited(), DEPOSIT)  # type: ignore[arg-type]
+    assert not report.case_open and report.receipt is None and len(case.update_ids) == 1
+
+
+class CancelledCall(SlowCase):
+    """The SDK's answer when the caller was cancelled: the same error as a timeout, caused by the cancel."""
+
+    async def execute_update(self, update: str, arg: Any, *, id: str, result_type: type) -> DepositReceipt:
+        self.update_ids.append(id)
+        try:
+            raise asyncio.CancelledError
+        except asyncio.CancelledError as cancel:
+            raise WorkflowUpdateRPCTimeoutOrCancelledError() from cancel
+
+
+async def test_a_cancelled_caller_is_not_asked_again() -> None:
+    """Ctrl-C on the CLI or a server shutting down stops the call at once."""
+    case = CancelledCall(timeouts=0)
+    with pytest.raises(WorkflowUpdateRPCTimeoutOrCancelledError):
+        await MarginCallClient._submit_deposit(case, "d-1", MESSAGE)  # type: ignore[arg-type]
+    assert len(case.update_ids) == 1

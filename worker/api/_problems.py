@@ -14,6 +14,7 @@ from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from worker.serving import Problem, Refused, naming_a_field
+from workflows.asking import not_ready
 
 # The OpenAPI document's answer for each refusal (FastAPI's ``responses=``).
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -24,6 +25,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "body too large"},
     422: {"model": Problem, "description": "the body or a parameter is invalid"},
     500: {"model": Problem, "description": "our fault; the request may be retried"},
+    503: {"model": Problem, "description": "the case was busy: nothing applied, send it again"},
 }
 
 
@@ -40,8 +42,19 @@ def refused_by_the_case(error: WorkflowUpdateFailedError) -> Refused:
     return Refused(409, naming_a_field(message, "case"))
 
 
+def case_busy(detail: str = "case: busy, nothing was applied; try again") -> Refused:
+    """The case did not take the request in time (turned down as "not ready", or slow): worth sending again."""
+    return Refused(503, detail, headers={"Retry-After": "1"})
+
+
 def no_open_case(error: RPCError) -> Refused | None:
-    """The account has no case running to act on, or None when the error is something else."""
+    """The account has no case running to act on (or the case was too busy), None when it is something else.
+
+    "Workflow not ready" is a FAILED_PRECONDITION too, but of a case that is
+    open: it must not read as "no open case" (the client already asked again).
+    """
+    if not_ready(error):
+        return case_busy()
     if error.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
         return Refused(404, "account_id: the account has no open case")
     return None
