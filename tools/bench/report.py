@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from worker.worker import CACHED_CASES
+
 QUEUE_NAMES = {
     "workflow_task_normal": "normal",
     "workflow_task_sticky": "sticky",
@@ -256,5 +258,5 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nmachine: {m['cpus']} cores, {m['memory_gb']} GB; {m['temporal']}; {m['postgres']}")
     print(
         f"worker: {args.workers} process(es), {'sandboxed' if args.sandboxed else 'unsandboxed'} workflows, "
-        f"{args.activity_slots} activity slots, cache 5,000 cases"
+        f"{args.activity_slots} activity slots, cache {CACHED_CASES:,} cases"
     )
