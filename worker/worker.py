@@ -22,7 +22,6 @@ import httpx
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
-    PollerBehaviorAutoscaling,
     PollerBehaviorSimpleMaximum,
     UnsandboxedWorkflowRunner,
     Worker,
@@ -95,9 +94,9 @@ def build_worker(
         max_concurrent_activities=max_concurrent_activities,
         # Cases wait for hours: keep many cached so a wake-up is not a full replay.
         max_cached_workflows=max_cached_cases,
-        # EXPERIMENT (issue 14): the sticky queue and the normal queue each scale their own pollers
-        # (SDK core scales each buffer between minimum and maximum from the server's backlog).
-        workflow_task_poller_behavior=PollerBehaviorAutoscaling(minimum=2, maximum=20, initial=5),
+        # EXPERIMENT (issue 14): a fixed split, 10 pollers on the normal queue and 10 on the sticky one.
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(20),
+        nonsticky_to_sticky_poll_ratio=0.5,
         activity_task_poller_behavior=PollerBehaviorSimpleMaximum(10),
         # A case's next task waits on this worker's sticky queue; under a
         # crash's load it waited more than the default 10 s, timed out and went
