@@ -120,7 +120,7 @@ async def run(args: argparse.Namespace) -> None:
     report(bench.figures, args)
     # Per-case samples feed the chart; the JSON keeps their percentiles.
     samples = {
-        k: {kk: vv for kk, vv in v.items() if not kk.endswith("_samples")} if isinstance(v, dict) else v
+        k: {kk: vv for kk, vv in v.items() if not str(kk).endswith("_samples")} if isinstance(v, dict) else v
         for k, v in bench.figures.items()
     }
     settings = {
