@@ -40,7 +40,13 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
             # The mark is what users feel: the case opened comes first, the trader's notice after it.
             for sample, what in (("mark_to_case_samples", "case opened"), ("first_notice_samples", "notice")):
                 if sample in crash:
-                    latency.hist(crash[sample], bins=40, alpha=0.5, label=f"{what}, {path_name}, N = {n}")
+                    latency.hist(
+                        crash[sample],
+                        bins=40,
+                        histtype="step",
+                        linewidth=1.5,
+                        label=f"{what}, {path_name}, N = {n}",
+                    )
     latency.set_title("From the crash's marks to each case opened and notified", fontsize=10)
     latency.set_xlabel("seconds")
     latency.set_ylabel("cases")
@@ -71,7 +77,10 @@ def _waits_panel(axis: Any, waited: dict[str, dict[str, Any]]) -> None:
         axis.bar_label(bars, fmt="{:,.0f}", fontsize=7)
     axis.set_xticks(
         range(len(waited)),
-        [f"{phase.replace('_', ' ')}\n{waits['workflow_task_timeouts']} task timeouts" for phase, waits in waited.items()],
+        [
+            f"{phase.replace('_', ' ')}\n{waits['workflow_task_timeouts']} task timeouts"
+            for phase, waits in waited.items()
+        ],
         fontsize=8,
     )
     axis.set_yscale("log")
