@@ -20,7 +20,8 @@ async def test_each_workflow_task_queue_scales_its_own_pollers_and_the_cache_hol
     temporal: Client, pool: asyncpg.Pool
 ) -> None:
     async with httpx.AsyncClient() as http:
-        worker = build_worker(temporal, pool, http, None, DEV_WEBHOOK_SECRET)
+        # A queue of its own: the suite's case worker already holds ``margin-calls`` on this client.
+        worker = build_worker(temporal, pool, http, None, DEV_WEBHOOK_SECRET, task_queue="pollers-settings")
     config = worker.config()
     # Autoscaling is per queue in SDK core: the sticky queue is no longer left one poller.
     assert isinstance(config.get("workflow_task_poller_behavior"), PollerBehaviorAutoscaling), config
