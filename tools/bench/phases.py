@@ -137,6 +137,7 @@ class Bench(Harness):
             **self.cpu_per_case(cpu, n),
             "first_notice_samples": first_notice,
             "mark_to_case_seconds": {q: pct(mark_to_case, v) for q, v in (("p50", 0.5), ("p99", 0.99))},
+            "mark_to_case_samples": mark_to_case,
             "task_waits": waits,
         }
         print(

@@ -8,6 +8,14 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from worker.worker import CACHED_CASES
+
+QUEUE_NAMES = {
+    "workflow_task_normal": "normal",
+    "workflow_task_sticky": "sticky",
+    "activity_task": "activity",
+}
+
 
 def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
@@ -15,7 +23,8 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = len(timelines) + 1 + ("feeds" in figures)
+    waited = {name: figures[name]["task_waits"] for name in figures if "task_waits" in figures[name]}
+    panels = len(timelines) + 1 + bool(waited) + ("feeds" in figures)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8))
     for axis, (crash_path, timeline) in zip(axes, timelines.items(), strict=False):
         for state in sorted({k for row in timeline for k in row if k != "t"}):
@@ -28,11 +37,22 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
     for key, crash in figures.items():
         if key.startswith("crash_"):
             path_name, n = key.split("_")[1:]
-            latency.hist(crash["first_notice_samples"], bins=40, alpha=0.6, label=f"{path_name}, N = {n}")
-    latency.set_title("Detection to first notice delivered")
+            # The mark is what users feel: the case opened comes first, the trader's notice after it.
+            for sample, what in (("mark_to_case_samples", "case opened"), ("first_notice_samples", "notice")):
+                if sample in crash:
+                    latency.hist(
+                        crash[sample],
+                        bins=40,
+                        histtype="step",
+                        linewidth=1.5,
+                        label=f"{what}, {path_name}, N = {n}",
+                    )
+    latency.set_title("From the crash's marks to each case opened and notified", fontsize=10)
     latency.set_xlabel("seconds")
     latency.set_ylabel("cases")
     latency.legend(fontsize=8)
+    if waited:
+        _waits_panel(axes[len(timelines) + 1], waited)
     if "feeds" in figures:
         feeds = axes[-1]
         kinds = ("trades", "marks")
@@ -46,6 +66,27 @@ def chart(figures: dict[str, Any], timelines: dict[str, list[dict[str, Any]]], p
         feeds.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _waits_panel(axis: Any, waited: dict[str, dict[str, Any]]) -> None:
+    """Schedule-to-start p99 per queue, a group of bars per phase; the phase's workflow task timeouts below it."""
+    width = 0.8 / len(QUEUE_NAMES)
+    for i, (queue, name) in enumerate(QUEUE_NAMES.items()):
+        p99 = [max(waits.get(queue, {}).get("p99_ms", 0.0), 0.1) for waits in waited.values()]
+        bars = axis.bar([x + (i - 1) * width for x in range(len(waited))], p99, width, label=name)
+        axis.bar_label(bars, fmt="{:,.0f}", fontsize=7)
+    axis.set_xticks(
+        range(len(waited)),
+        [
+            f"{phase.replace('_', ' ')}\n{waits['workflow_task_timeouts']} task timeouts"
+            for phase, waits in waited.items()
+        ],
+        fontsize=8,
+    )
+    axis.set_yscale("log")
+    axis.set_ylabel("schedule-to-start p99, ms")
+    axis.set_title("Where the cases' tasks waited, by queue", fontsize=10)
+    axis.legend(fontsize=8)
 
 
 def machine() -> dict[str, Any]:
@@ -65,8 +106,7 @@ def _waits(indent: str, waits: dict[str, Any] | None) -> list[tuple[str, str, st
     """Schedule-to-start p99 per task queue and the workflow task timeouts of a phase (``tools.bench.queues``)."""
     if not waits:
         return []
-    names = {"workflow_task_normal": "normal", "workflow_task_sticky": "sticky", "activity_task": "activity"}
-    measured = " / ".join(f"{names[q]} {waits[q]['p99_ms']:.0f}" for q in names if q in waits)
+    measured = " / ".join(f"{name} {waits[q]['p99_ms']:.0f}" for q, name in QUEUE_NAMES.items() if q in waits)
     return [
         (f"{indent}schedule-to-start p99 by queue", f"{measured} ms", ""),
         (f"{indent}workflow task timeouts", f"{waits['workflow_task_timeouts']}", "none"),
@@ -227,5 +267,5 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\nmachine: {m['cpus']} cores, {m['memory_gb']} GB; {m['temporal']}; {m['postgres']}")
     print(
         f"worker: {args.workers} process(es), {'sandboxed' if args.sandboxed else 'unsandboxed'} workflows, "
-        f"{args.activity_slots} activity slots, cache 5,000 cases"
+        f"{args.activity_slots} activity slots, cache {CACHED_CASES:,} cases"
     )

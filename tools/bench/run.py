@@ -118,8 +118,9 @@ async def run(args: argparse.Namespace) -> None:
         if args.scan:
             await bench.ledger(running.database_url, [int(s) for s in args.scan.split(",")])
     report(bench.figures, args)
+    # Per-case samples feed the chart; the JSON keeps their percentiles.
     samples = {
-        k: {kk: vv for kk, vv in v.items() if kk != "first_notice_samples"} if isinstance(v, dict) else v
+        k: {kk: vv for kk, vv in v.items() if not str(kk).endswith("_samples")} if isinstance(v, dict) else v
         for k, v in bench.figures.items()
     }
     settings = {
