@@ -2,7 +2,7 @@
 
 The cases are real (started on the test stack's Temporal dev server, worker
 and ledger); what the console does to them is checked through the client.
-Screenshots of the list and a case page go to build/screenshots/.
+Screenshots of the list, a case page and its statement go to build/screenshots/.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
@@ -33,6 +34,10 @@ from tests.helpers import (
     wait_state,
 )
 from worker.api import create_app
+from worker.api._auth import Scopes
+from worker.api._services import Services
+from worker.console import Sessions, console_routes
+from worker.console._sessions import COOKIE
 from worker.serving import serving
 from workflows.client import MarginCallClient
 from workflows.contract import CaseState, CaseStatus, Deposit, Waiver
@@ -223,12 +228,17 @@ async def test_a_case_page_and_an_extension_through_it(
     assert link is not None and link.startswith(
         f"{TEMPORAL_UI}/namespaces/default/workflows/margin-call-{account}/"
     )
-    # The statement opens in the console's own session (the API's page wants a bearer token).
-    assert await page.get_attribute("#statement-link", "href") == f"/console/statement/{account}"
+    # The statement of the case shown opens in the console's own session (the API's page wants a
+    # bearer token, which this browser does not hold).
+    case_id = f"{account}/console-1"
+    statement = f"/console/statement/{account}?{urlencode({'case_id': case_id})}"
+    assert await page.get_attribute("#statement-link", "href") == statement
     await page.click("#statement-link")
     await page.wait_for_load_state()
-    assert await page.inner_text("h1") == f"Account {account} · case {account}/console-1"
-    assert "still open" in await page.inner_text("body")
+    assert urlsplit(page.url).path == f"/console/statement/{account}"
+    assert await page.inner_text("h1") == f"Account {account} · case {case_id}"
+    shown = await page.inner_text("body")
+    assert "with equity of 150.00 USDT" in shown and "still open" in shown
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / "console-statement.png"), full_page=True)
     await page.go_back()
@@ -339,14 +349,78 @@ async def test_a_read_only_token_cannot_act_and_forms_need_the_session(
     assert signed_out.status == 401
     assert (await status(stack, account)).state == CaseState.AWAITING_DEPOSIT
 
-    # A read-only session may read the statement; no session is sent to sign in; no account is a 404.
-    shown = await page.request.get(f"{console}/console/statement/{account}")
-    assert shown.ok and f"case {account}/console-1" in await shown.text()
-    assert "default-src 'none'" in shown.headers["content-security-policy"]
-    away = await stranger.request.get(f"{console}/console/statement/{account}", max_redirects=0)
-    assert away.status == 303 and away.headers["location"].startswith("/console/login?")
-    missing = await page.request.get(f"{console}/console/statement/no-such-account")
-    assert missing.status == 404 and "account_id: no such account" in await missing.text()
+
+async def test_the_statement_is_read_under_a_session_that_may_read_cases(
+    browser: Browser, console: str, stack: CaseStack
+) -> None:
+    account = await open_case(stack, "console-stmt", "550")
+    other = await open_case(stack, "console-stmt-other", "550")
+    path = f"/console/statement/{account}?{urlencode({'case_id': f'{account}/console-1'})}"
+
+    # No session: sent to sign in, and back to the statement once signed in with a read-only token.
+    stranger = await new_page(browser)
+    away = await stranger.request.get(console + path, max_redirects=0)
+    assert away.status == 303
+    assert away.headers["location"] == f"/console/login?{urlencode({'next': path})}"
+    assert f"case {account}/console-1" not in await away.text()
+    page = await sign_in(browser, console, READ, path)
+    assert await page.inner_text("h1") == f"Account {account} · case {account}/console-1"
+    shown = await page.request.get(console + path)
+    assert shown.ok and shown.headers["content-security-policy"].startswith("default-src 'none'")
+    assert shown.headers["cache-control"] == "no-store"
+
+    # The API's statement stays bearer-only: the console's session cookie opens nothing there.
+    (cookie,) = await page.context.cookies()
+    api = await page.request.get(
+        f"{console}/v1/cases/{account}/statement.html",
+        headers={"Cookie": f"{cookie['name']}={cookie['value']}"},
+    )
+    assert api.status == 401
+
+    # Unknown account or case, a case of another account, a malformed case id: the console's own
+    # error page naming the field, never the statement.
+    for query, code, words in (
+        ("/console/statement/no-such-account", 404, "account_id: no such account"),
+        (
+            f"/console/statement/{account}?case_id={account}/nope",
+            404,
+            "case_id: the account has no such case",
+        ),
+        (
+            f"/console/statement/{account}?case_id={other}/console-1",
+            404,
+            "case_id: the account has no such case",
+        ),
+        (f"/console/statement/{account}?case_id=x", 422, "case_id: String should have at least 3 characters"),
+        (f"/console/statement/{'a' * 129}", 404, "account_id: no such account"),
+    ):
+        await page.goto(console + query)
+        refused = await page.request.get(console + query)
+        assert refused.status == code, (query, refused.status)
+        assert await page.inner_text("#error") == words, query
+        assert await page.query_selector("main") is not None  # the console's page, not a traceback
+
+
+async def test_a_session_without_cases_read_is_refused_the_statement(stack: CaseStack) -> None:
+    """Sign-in refuses such a token, so the session is made here: the route checks the scope itself too."""
+    account = await open_case(stack, "console-stmt-act", "550")
+    sessions = Sessions()
+    services = Services(
+        cases=MarginCallClient(stack.client), pool=stack.pool, scopes=Scopes(TOKENS), policies=TEST_POLICIES
+    )
+    app = FastAPI()
+    app.include_router(console_routes(services, None, sessions))
+    acting, _ = sessions.open(frozenset({"cases:act"}))
+    reading, _ = sessions.open(frozenset({"cases:read"}))
+    port = free_port()
+    async with serving(app, port), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        path = f"/console/statement/{account}"
+        refused = await http.get(path, headers={"Cookie": f"{COOKIE}={acting}"})
+        assert refused.status_code == 403
+        assert "authorization: this token lacks the cases:read scope" in refused.text
+        assert f"case {account}/console-1" not in refused.text
+        read = await http.get(path, headers={"Cookie": f"{COOKIE}={reading}"})
+        assert read.status_code == 200 and f"case {account}/console-1" in read.text
 
 
 async def test_docs_and_console_load_nothing_from_outside(browser: Browser, console: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import asyncpg
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
@@ -20,24 +21,29 @@ from workflows.domain.message import CaseId, Identifier
 PAGE_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 
+async def read_statement(pool: asyncpg.Pool, account_id: str, case_id: str | None = None) -> CaseStatement:
+    """The statement, or the refusal (404) every interface that shows it answers in the same words.
+
+    Shared by this API and the staff console, so both refuse an unknown account or case alike.
+    """
+    try:
+        return await case_statement(pool, account_id, case_id)
+    except UnknownAccount:
+        raise no_such_account() from None
+    except UnknownCase as error:  # names case_id or account_id, and only this account's
+        raise Refused(404, str(error)) from None
+
+
 def statement_routes(services: Services) -> APIRouter:
     router = APIRouter(tags=["cases"], responses=ERRORS)
     pool = services.pool
-
-    async def statement_of(account_id: str, case_id: str | None) -> CaseStatement:
-        try:
-            return await case_statement(pool, account_id, case_id)
-        except UnknownAccount:
-            raise no_such_account() from None
-        except UnknownCase as error:  # names case_id or account_id, and only this account's
-            raise Refused(404, str(error)) from None
 
     @router.get("/v1/cases/{account_id}/statement", dependencies=services.scopes.needs("cases:read"))
     async def statement(
         account_id: Identifier, case_id: Annotated[CaseId | None, Query()] = None
     ) -> CaseStatement:
         """The statement of the account's latest case (or ``case_id``): every figure with its inputs."""
-        return await statement_of(account_id, case_id)
+        return await read_statement(pool, account_id, case_id)
 
     @router.get(
         "/v1/cases/{account_id}/statement.html",
@@ -48,7 +54,7 @@ def statement_routes(services: Services) -> APIRouter:
         account_id: Identifier, case_id: Annotated[CaseId | None, Query()] = None
     ) -> HTMLResponse:
         """The same statement as a printable page."""
-        page = render_html(await statement_of(account_id, case_id))
+        page = render_html(await read_statement(pool, account_id, case_id))
         return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY})
 
     return router

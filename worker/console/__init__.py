@@ -14,11 +14,13 @@ scopes: the token is given once on a sign-in form, and the browser holds a
 session cookie (``_sessions``). Inside: ``_routes`` (the routes),
 ``_case_page`` (one case and its actions), ``_listing`` (the list's filters,
 sorting and rows), ``_forms`` (forms as the contract's staff actions),
-``_pages`` (templates, state words and colours, headers), ``_sessions``.
+``_pages`` (templates, state words and colours, headers), ``_sessions``,
+``_statement`` (the case's statement under the session).
 """
 
 from __future__ import annotations
 
 from worker.console._routes import PREFIX, console_routes
+from worker.console._sessions import Sessions
 
-__all__ = ["PREFIX", "console_routes"]
+__all__ = ["PREFIX", "Sessions", "console_routes"]

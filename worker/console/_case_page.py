@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
 from starlette.responses import Response
@@ -25,6 +25,7 @@ from worker.console._forms import deadline_extension, staff_action, waiver
 from worker.console._listing import ACCOUNT
 from worker.console._pages import page, problem_page
 from worker.console._sessions import Session
+from worker.console._statement import STATEMENT_PAGE
 from worker.serving import Refused
 from workflows import contract
 from workflows.client import MarginCallClient
@@ -38,9 +39,6 @@ DONE = {
     "force": "Liquidation forced: the case is selling.",
     "repeat": "That form had been sent already: the action was taken once.",
 }
-# The case's statement as the console serves it, behind the console's own session (the API's
-# statement page wants a bearer token, which a browser signed in to the console does not send).
-STATEMENT_PAGE = "/console/statement/{account_id}"
 REFRESH_SECONDS = 5
 
 
@@ -94,8 +92,13 @@ class CasePage:
         return f"{link}/{quote(run_id, safe='')}/history" if run_id else link
 
     @staticmethod
-    def statement_link(request: Request, account_id: str) -> str | None:
-        return STATEMENT_PAGE.replace("{account_id}", quote(account_id, safe=""))
+    def statement_link(account_id: str, case_id: str | None) -> str:
+        """The console's own statement page (the API's wants a bearer token the browser does not hold).
+
+        Pinned to the case shown, so a case opened since the page loaded does not answer instead.
+        """
+        link = STATEMENT_PAGE.replace("{account_id}", quote(account_id, safe=""))
+        return f"{link}?{urlencode({'case_id': case_id})}" if case_id else link
 
     async def render(
         self,
@@ -131,7 +134,9 @@ class CasePage:
             can_act=can_act,
             forms={name: session.new_form() for name in ACTIONS} if can_act else {},
             temporal_link=self.temporal_link(contract.workflow_id(account_id), described.run_id),
-            statement_link=self.statement_link(request, account_id),
+            statement_link=self.statement_link(
+                account_id, shown.case_id if isinstance(shown, CaseStatus) else None
+            ),
             error=error,
             failed=failed,
             values=values or {},

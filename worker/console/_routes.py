@@ -14,20 +14,17 @@ from __future__ import annotations
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
-from activities.exceptions import UnknownAccount, UnknownCase
-from activities.ledger import case_statement
 from worker.api._services import Services
-from worker.api._statement import PAGE_POLICY
 from worker.api_tokens import scopes_of
 from worker.console._case_page import ACTIONS, AlreadySent, CasePage, act
 from worker.console._forms import FormError, read_form
 from worker.console._listing import PAGE_LIMIT, QueryError, list_query, row, sorted_cases
 from worker.console._pages import STATIC, page, problem_page, static_file
 from worker.console._sessions import COOKIE, LIFETIME_SECONDS, Session, Sessions
+from worker.console._statement import statement_page
 from worker.serving import Refused
-from worker.statement import render_html
 from workflows.listing import LISTED_STATES
 
 PREFIX = "/console"
@@ -40,9 +37,12 @@ def _next_page(raw: str | None) -> str:
     return PREFIX + "/"
 
 
-def console_routes(services: Services, temporal_ui_url: str | None) -> APIRouter:
+def console_routes(
+    services: Services, temporal_ui_url: str | None, sessions: Sessions | None = None
+) -> APIRouter:
+    """The console's routes; ``sessions`` is given only by tests that need a session login cannot make."""
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    sessions = Sessions()
+    sessions = Sessions() if sessions is None else sessions
     cases = CasePage(services, temporal_ui_url)
 
     def session_of(request: Request) -> Session | None:
@@ -139,19 +139,10 @@ def console_routes(services: Services, temporal_ui_url: str | None) -> APIRouter
 
     @router.get("/statement/{account_id:path}")
     async def statement(request: Request, account_id: str) -> Response:
-        """The account's latest case statement, printable, for a browser signed in to the console."""
         session = session_of(request)
         if session is None:
             return to_login(request)
-        if not session.may("cases:read"):
-            return problem_page(403, "authorization: this token lacks the cases:read scope", session)
-        if not await cases.exists(account_id):
-            return problem_page(404, "account_id: no such account", session)
-        try:
-            found = await case_statement(services.pool, account_id)
-        except (UnknownAccount, UnknownCase) as error:
-            return problem_page(404, str(error), session)
-        return HTMLResponse(render_html(found), headers={"Content-Security-Policy": PAGE_POLICY})
+        return await statement_page(services.pool, session, account_id, request.query_params)
 
     @router.post("/cases/{account_id:path}/{action}")
     async def staff_action(request: Request, account_id: str, action: str) -> Response:
