@@ -25,7 +25,7 @@ from worker.config import DEV_WEBHOOK_SECRET
 from worker.outbox import NoticeDispatcher
 from worker.receiver import Behaviour, WebhookReceiver
 from worker.statement import render_html, render_text
-from workflows.contract import CaseOpening, CaseStatement
+from workflows.contract import CaseClosing, CaseOpening, CaseState, CaseStatement, CaseStatus
 
 D = Decimal
 
@@ -46,6 +46,33 @@ def section(page: str, title: str, after: str) -> str:
     """The part of the page under ``title``, up to the next section's heading ``after``."""
     start = page.index(f"<h2>{title}</h2>")
     return page[start : page.index(f"<h2>{after}</h2>", start)]
+
+
+def cured(opening: CaseOpening) -> CaseStatus:
+    """The outcome a case records when a deposit cured it (no stage, no notice owed)."""
+    zero = D(0)
+    return CaseStatus(
+        case_id=opening.case_id,
+        account_id=opening.account_id,
+        call_id=opening.call_id,
+        state=CaseState.CURED,
+        currency="USDT",
+        opened_at=opening.opened_at,
+        deadline=None,
+        equity=None,
+        maintenance_margin=None,
+        shortfall=None,
+        deposit_needed=None,
+        deposits_counted=[],
+        stages=[],
+        fees_to_insurance_fund=zero,
+        insurance_fund_used=zero,
+        uncovered_loss=zero,
+        notices_sent=0,
+        notices_failed=[],
+        timeline=[],
+        closed_at=datetime.now(UTC),
+    )
 
 
 def listed(statement: CaseStatement) -> list[tuple[object, ...]]:
@@ -102,14 +129,10 @@ async def test_a_warning_that_came_before_an_earlier_call_is_not_the_next_calls(
     assert (await watch.tick()).warned == 1
     assert await dispatcher.deliver_due() == 1
     await move_equity(venue, account, "-145")  # 145: the first call
-    first = await LedgerActivities(venue).open_case(opening_of(account))
-    assert first.in_breach
-    async with venue.acquire() as conn:  # cured at 260: the 1.5 warning still holds, 1.2 re-arms
-        await conn.execute(
-            "UPDATE margin_call_cases SET state = 'CURED', closed_at = now() WHERE case_id = $1",
-            f"{account}/c1",
-        )
-    await move_equity(venue, account, "+115")
+    first = opening_of(account)
+    assert (await LedgerActivities(venue).open_case(first)).in_breach
+    await move_equity(venue, account, "+115")  # cured at 260: the 1.5 warning still holds, 1.2 re-arms
+    await LedgerActivities(venue).close_case(CaseClosing(status=cured(first)))
     assert (await watch.tick()).rearmed == 1
     hook.behaviour = Behaviour(status=410)  # the trader's endpoint refuses it for good
     await move_equity(venue, account, "-30")  # 230: below 1.2 x again: warned, episode 2
