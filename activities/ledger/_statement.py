@@ -1,7 +1,8 @@
 """A case's statement, assembled from what the ledger recorded at each step of the case.
 
 Reads only (one repeatable-read snapshot of the books, so the parts agree):
-the case's row and outcome, the account and policy it opened on
+the case's row and outcome, the warnings sent before the call
+(``_statement_warnings``), the account and policy it opened on
 (``case_openings``), the deposits, the notices (the notifier's journal and the
 outbox), the staff actions (``case_events``), each stage with the account
 before and after it, the fees, the settlement with its inputs, the
@@ -24,6 +25,7 @@ import asyncpg
 from activities.exceptions import UnknownAccount, UnknownCase
 from activities.ledger._accounts import LIQUIDATION_FEE
 from activities.ledger._adl import ranking_of
+from activities.ledger._statement_warnings import warnings_before_the_call
 from workflows.contract import (
     AccountReading,
     CaseState,
@@ -32,7 +34,6 @@ from workflows.contract import (
     Closing,
     DepositLine,
     FillLine,
-    NoticeKind,
     NoticeLine,
     Opening,
     PolicyApplied,
@@ -41,7 +42,6 @@ from workflows.contract import (
     StaffActionLine,
     StageLine,
     StageResult,
-    WarningLine,
 )
 from workflows.domain.liquidation import LiquidationPlan
 from workflows.domain.money import DISPLAY_PRECISION
@@ -100,7 +100,7 @@ async def _assemble(
         opened_at=case["opened_at"],
         closed_at=case["closed_at"],
         opening=opening,
-        warnings=await _warnings(conn, account_id, case["opened_at"]),
+        warnings=await warnings_before_the_call(conn, account_id, case_id, case["opened_at"]),
         deposits=await _deposits(conn, account_id, case, status),
         notices=await _notices(conn, case_id, status, gaps),
         staff_actions=[
@@ -176,46 +176,6 @@ async def _deposits(
             currency=r["asset"],
             credited_at=r["credited_at"],
             counted_by_case=r["deposit_id"] in counted,
-        )
-        for r in rows
-    ]
-
-
-async def _warnings(conn: asyncpg.Connection, account_id: str, opened_at: datetime) -> list[WarningLine]:
-    """The warnings sent before the call and still holding when it came: the episode that ended in it.
-
-    A warning re-armed before the call belongs to an earlier episode (the
-    account had recovered clearly above its level since), so it is not this
-    call's. Each with its notice's delivery as the outbox recorded it.
-    """
-    rows = await conn.fetch(
-        "SELECT w.level, w.episode, w.warned_at, w.equity, w.maintenance_margin, w.distance_to_call,"
-        " w.notice_id, o.delivered_at, o.failed_at, o.attempts, o.last_error"
-        " FROM margin_warnings w LEFT JOIN notice_outbox o ON o.notice_id = w.notice_id"
-        " WHERE w.account_id = $1 AND w.notice_id IS NOT NULL AND w.warned_at <= $2"
-        " AND (w.rearmed_at IS NULL OR w.rearmed_at > $2)"
-        " ORDER BY w.warned_at, w.level DESC",
-        account_id,
-        opened_at,
-    )
-    return [
-        WarningLine(
-            level=r["level"],
-            episode=r["episode"],
-            warned_at=r["warned_at"],
-            equity=r["equity"],
-            maintenance_margin=r["maintenance_margin"],
-            distance_to_call=r["distance_to_call"],
-            notice=NoticeLine(
-                notice_id=r["notice_id"],
-                kind=NoticeKind.WARNING.value,
-                sent_at=r["warned_at"],
-                status="delivered" if r["delivered_at"] else "undelivered" if r["failed_at"] else "pending",
-                delivered_at=r["delivered_at"],
-                attempts=r["attempts"],
-                detail=r["last_error"],
-                via="outbox",
-            ),
         )
         for r in rows
     ]

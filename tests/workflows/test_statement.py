@@ -7,7 +7,8 @@ the statement itself lists, with ``workflows.domain.margin`` and the rounding
 rules of docs/design.md: the account's figures at the opening, before and
 after each stage and at the close; each fill's price, notional and PnL; each
 stage's fee; the settlement's sales, deficit, insurance fund cover and
-uncovered loss; and the story between them (deposits explain a cure).
+uncovered loss; the warnings sent before the call, each inside the band it
+names; and the story between them (deposits explain a cure).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from workflows.contract import (
     CaseState,
     CaseStatement,
     Deposit,
+    NoticeKind,
     Settlement,
     StaffAction,
     StageLine,
@@ -161,9 +163,22 @@ def check_settlement(settlement: Settlement) -> None:
         assert settlement.uncovered_loss == settlement.deficit - covered
 
 
+def check_warnings(statement: CaseStatement) -> None:
+    """Each warning's figures agree, it was sent in the band it names, before the call, oldest first."""
+    for line in statement.warnings:
+        assert line.distance_to_call == line.equity - line.maintenance_margin
+        assert line.maintenance_margin <= line.equity < line.level * line.maintenance_margin
+        assert line.warned_at <= statement.opened_at
+        assert line.notice.kind == NoticeKind.WARNING and line.notice.notice_id.startswith("warning:")
+        assert line.notice.sent_at == line.warned_at
+        assert (line.notice.status == "delivered") == (line.notice.delivered_at is not None)
+    assert [w.warned_at for w in statement.warnings] == sorted(w.warned_at for w in statement.warnings)
+
+
 def check_statement(statement: CaseStatement) -> None:
     """Every figure of the statement from the inputs it lists; the story between them adds up."""
     assert statement.not_recorded == []
+    check_warnings(statement)
     opening = statement.opening
     assert opening.recorded and opening.account is not None and opening.policy is not None
     check_reading(opening.account)
