@@ -11,13 +11,13 @@ the outcome it is filed under and recompute from the inputs it lists.
 from __future__ import annotations
 
 import csv
-from decimal import ROUND_DOWN, ROUND_FLOOR, localcontext
+from decimal import ROUND_FLOOR, localcontext
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import free_port
-from tests.workflows.test_statement import ZERO, after_fills, check_reading, check_settlement, unit
+from tests.workflows.test_statement import check_reading, check_settlement, check_stage_books, unit
 from worker.call_report import COLUMNS
 from worker.config import load_settings
 from worker.demo.records import MET_BY
@@ -46,15 +46,7 @@ def check_venue_stage(stage: StageLine) -> None:
             assert fill.notional == fill.quantity * fill.fill_price
             gain = fill.quantity * sign * (fill.fill_price - position.entry_price)
             assert fill.realised_pnl == gain.quantize(unit(before), rounding=ROUND_FLOOR)
-        assert stage.sold_notional == sum((f.notional for f in stage.fills), ZERO)
-        equity_after_sale = margin.assess(after_fills(before, stage, ZERO)).equity
-        fee = min(stage.sold_notional * stage.plan.fee_rate, max(ZERO, equity_after_sale))
-        assert stage.fee == fee.quantize(unit(before), rounding=ROUND_DOWN)
-    expected = after_fills(before, stage, stage.fee)
-    assert expected.positions == stage.after.portfolio.positions
-    assert {c.asset: c.amount for c in expected.collateral} == {
-        c.asset: c.amount for c in stage.after.portfolio.collateral
-    }
+    check_stage_books(before, stage)
 
 
 def check_demo_statement(statement: CaseStatement) -> None:

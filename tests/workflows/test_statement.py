@@ -122,11 +122,18 @@ def check_stage(stage: StageLine) -> None:
             assert fill.notional == fill.quantity * fill.fill_price
             gain = fill.quantity * sign * (fill.fill_price - position.entry_price)
             assert fill.realised_pnl == gain.quantize(unit(before), rounding=ROUND_FLOOR)
+        assert abs(sum((f.fee for f in stage.fills), ZERO) - stage.fee) < D("1e-40")
+    check_stage_books(before, stage)
+
+
+def check_stage_books(before: AccountReading, stage: StageLine) -> None:
+    """Whoever filled the stage: its notional, its fee (capped at the equity left) and the account after."""
+    with localcontext() as ctx:
+        ctx.prec = margin.PRECISION
         assert stage.sold_notional == sum((f.notional for f in stage.fills), ZERO)
         equity_after_sale = margin.assess(after_fills(before, stage, ZERO)).equity
         fee = min(stage.sold_notional * stage.plan.fee_rate, max(ZERO, equity_after_sale))
         assert stage.fee == fee.quantize(unit(before), rounding=ROUND_DOWN)
-        assert abs(sum((f.fee for f in stage.fills), ZERO) - stage.fee) < D("1e-40")
     expected = after_fills(before, stage, stage.fee)
     assert expected.positions == stage.after.portfolio.positions
     assert {c.asset: c.amount for c in expected.collateral} == {
